@@ -1,0 +1,319 @@
+"""The production origin: Amazon Athena through boto3, results read from S3 and typed by PyAthena.
+
+Lifecycle: StartQueryExecution (SQL text unchanged, values bound as ExecutionParameters), poll
+GetQueryExecution with backoff until a final state or the query timeout, then read the result
+CSV that Athena wrote to S3 (falling back to paged GetQueryResults when there is no output
+location), converting every value from its Athena type with PyAthena's converter.
+
+boto3 and pyathena are imported on first use; the clients are made once per container.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from .._config import parse_duration, resolve
+from ..exceptions import ConfigurationError, OriginError, OriginTimeoutError
+from ..origin import Column, QueryResult
+
+log = logging.getLogger("athena_warm")
+
+_THROTTLE_CODES = {"ThrottlingException", "TooManyRequestsException", "SlowDown"}
+_FINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def athena_literal(value: Any) -> str:
+    """An Athena literal for one ExecutionParameters entry.
+
+    Athena parses each execution parameter as one literal, separately from the SQL text, so a
+    value can never change the statement; quotes inside strings are doubled as SQL requires.
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return f"DECIMAL '{value}'"
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ', timespec='milliseconds')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise ConfigurationError(f"cannot bind a {type(value).__name__} as an Athena parameter")
+
+
+class AthenaOrigin:
+    """Runs queries on Athena. Options: argument > ``ATHENA_WARM_*`` variable > default."""
+
+    name = "athena"
+
+    def __init__(
+        self,
+        *,
+        workgroup: str | None = None,
+        s3_staging_dir: str | None = None,
+        region: str | None = None,
+        catalog: str | None = None,
+        database: str | None = None,
+        poll_interval: str | float | None = None,
+        max_poll_interval: str | float | None = None,
+        query_timeout: str | float | None = None,
+        max_attempts: int | None = None,
+        cancel_on_timeout: bool = True,
+        session: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        def dur(v: str | float | None, env: str, default: str) -> float:
+            raw = resolve(v, env, default)
+            return parse_duration(raw, what=f"athena {env.lower()}")
+
+        self.workgroup: str = resolve(workgroup, "WORKGROUP", "primary")
+        self.s3_staging_dir: str | None = resolve(s3_staging_dir, "S3_STAGING_DIR", None)
+        if self.s3_staging_dir is not None and not self.s3_staging_dir.startswith("s3://"):
+            raise ConfigurationError(
+                f"athena s3_staging_dir {self.s3_staging_dir!r} must be an s3://bucket/prefix/ "
+                "URL (ATHENA_WARM_S3_STAGING_DIR)"
+            )
+        self.region: str | None = resolve(
+            region, "REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        self.catalog: str = resolve(catalog, "CATALOG", "AwsDataCatalog")
+        self.database: str = resolve(database, "DATABASE", "default")
+        self.poll_interval = dur(poll_interval, "POLL_INTERVAL", "0.25s")
+        self.max_poll_interval = dur(max_poll_interval, "MAX_POLL_INTERVAL", "5s")
+        self.query_timeout = dur(query_timeout, "QUERY_TIMEOUT", "10m")
+        attempts = resolve(max_attempts, "AWS_MAX_ATTEMPTS", 5, int)
+        if attempts < 1:
+            raise ConfigurationError("athena max_attempts must be at least 1")
+        self.max_attempts: int = attempts
+        self.cancel_on_timeout = cancel_on_timeout
+        self._session = session
+        self._sleep = sleep
+        self._clock = clock
+        self._clients: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+        self._converter: Any = None
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def clients(self) -> tuple[Any, Any]:
+        """(athena, s3) boto3 clients, made once per container."""
+        if self._clients is None:
+            with self._lock:
+                if self._clients is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    session = self._session or boto3.session.Session()
+                    config = Config(
+                        region_name=self.region,
+                        retries={"mode": "standard", "max_attempts": self.max_attempts},
+                        connect_timeout=5,
+                        read_timeout=30,
+                    )
+                    self._clients = (
+                        session.client("athena", config=config),
+                        session.client("s3", config=config),
+                    )
+        return self._clients
+
+    # -- the query lifecycle ---------------------------------------------------------------------
+
+    def start(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        database: str | None,
+        workgroup: str | None,
+        catalog: str | None,
+    ) -> str:
+        """StartQueryExecution; return the QueryExecutionId."""
+        athena, _ = self.clients()
+        request: dict[str, Any] = {
+            "QueryString": sql,
+            "WorkGroup": workgroup or self.workgroup,
+            "QueryExecutionContext": {
+                "Database": database or self.database,
+                "Catalog": catalog or self.catalog,
+            },
+        }
+        if self.s3_staging_dir:
+            request["ResultConfiguration"] = {"OutputLocation": self.s3_staging_dir}
+        if params:
+            request["ExecutionParameters"] = [athena_literal(v) for v in params]
+        response = self._call(athena.start_query_execution, None, **request)
+        return str(response["QueryExecutionId"])
+
+    def wait(self, query_id: str) -> dict[str, Any]:
+        """Poll until a final state; return the QueryExecution of a SUCCEEDED query."""
+        athena, _ = self.clients()
+        deadline = self._clock() + self.query_timeout
+        interval = self.poll_interval
+        while True:
+            qe = self._call(athena.get_query_execution, query_id, QueryExecutionId=query_id)[
+                "QueryExecution"
+            ]
+            status = qe.get("Status", {})
+            state = status.get("State", "UNKNOWN")
+            if state == "SUCCEEDED":
+                return dict(qe)
+            if state in _FINAL_STATES:
+                reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get(
+                    "ErrorMessage", "no reason given"
+                )
+                raise OriginError(
+                    f"Athena query {query_id} {state}: {reason}",
+                    origin=self.name, state=state, query_id=query_id, reason=reason,
+                )
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                self._on_timeout(query_id)
+                raise OriginTimeoutError(
+                    f"Athena query {query_id} still {state} after the query timeout of "
+                    f"{self.query_timeout:g}s"
+                    + ("; it was stopped" if self.cancel_on_timeout else "")
+                    + ". Raise ATHENA_WARM_QUERY_TIMEOUT or make the query cheaper.",
+                    origin=self.name, state="TIMEOUT", query_id=query_id,
+                    reason=f"timeout after {self.query_timeout:g}s in state {state}",
+                )
+            self._sleep(min(interval, remaining))
+            interval = min(interval * 1.5, self.max_poll_interval)
+
+    def _on_timeout(self, query_id: str) -> None:
+        if not self.cancel_on_timeout:
+            return
+        athena, _ = self.clients()
+        try:
+            athena.stop_query_execution(QueryExecutionId=query_id)
+        except Exception as exc:  # best effort: the timeout is the error to report
+            log.warning("athena-warm: could not stop Athena query %s: %s", query_id, exc)
+
+    def fetch(self, query_id: str, execution: dict[str, Any]) -> QueryResult:
+        """Read a SUCCEEDED query's rows, typed."""
+        athena, s3 = self.clients()
+        first = self._call(
+            athena.get_query_results, query_id, QueryExecutionId=query_id, MaxResults=1
+        )
+        info = first["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
+        columns = tuple(Column(c["Name"], _type_name(c)) for c in info)
+        converters = [self._converter_for(c["Type"]) for c in info]
+        output = execution.get("ResultConfiguration", {}).get("OutputLocation")
+        raw_rows = None
+        if output and output.startswith("s3://") and output.endswith(".csv"):
+            raw_rows = self._read_csv(s3, query_id, output)
+        if raw_rows is None:
+            raw_rows = self._read_pages(athena, query_id)
+        if raw_rows and [v for v in raw_rows[0]] == [c.name for c in columns]:
+            raw_rows = raw_rows[1:]  # the header row of a SELECT
+        rows = [tuple(conv(v) for conv, v in zip(converters, r)) for r in raw_rows]
+        scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
+        return QueryResult(columns=columns, rows=rows, query_id=query_id, bytes_scanned=scanned)
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        database: str | None,
+        workgroup: str | None,
+        catalog: str | None,
+    ) -> QueryResult:
+        query_id = self.start(sql, params, database=database, workgroup=workgroup, catalog=catalog)
+        execution = self.wait(query_id)
+        return self.fetch(query_id, execution)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _converter_for(self, athena_type: str) -> Callable[[str | None], Any]:
+        if self._converter is None:
+            from pyathena.converter import DefaultTypeConverter
+
+            self._converter = DefaultTypeConverter()
+        fn: Callable[[str | None], Any] = self._converter.get(athena_type.lower())
+        return fn
+
+    def _read_csv(self, s3: Any, query_id: str, url: str) -> list[list[str | None]] | None:
+        from pyathena.s3fs.reader import AthenaCSVReader
+
+        bucket, _, key = url[len("s3://") :].partition("/")
+        try:
+            body = self._call(s3.get_object, query_id, Bucket=bucket, Key=key)["Body"].read()
+        except OriginError as exc:
+            log.warning(
+                "athena-warm: cannot read the result file %s (%s); paging GetQueryResults "
+                "instead. Grant s3:GetObject on the staging dir to read results faster.",
+                url, exc.reason,
+            )
+            return None
+        reader = AthenaCSVReader(io.StringIO(body.decode("utf-8")))
+        return [list(r) for r in reader]
+
+    def _read_pages(self, athena: Any, query_id: str) -> list[list[str | None]]:
+        out: list[list[str | None]] = []
+        token = None
+        while True:
+            kw: dict[str, Any] = {"QueryExecutionId": query_id, "MaxResults": 1000}
+            if token:
+                kw["NextToken"] = token
+            page = self._call(athena.get_query_results, query_id, **kw)
+            for row in page["ResultSet"]["Rows"]:
+                out.append([d.get("VarCharValue") for d in row["Data"]])
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    def _call(self, fn: Callable[..., Any], query_id: str | None, **kwargs: Any) -> Any:
+        """Call boto3, turning its errors into one OriginError with Athena's reason."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        op = getattr(fn, "__name__", "call")
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = err.get("Code", "Unknown")
+            reason = f"{code}: {err.get('Message', '')}".strip()
+            throttled = code in _THROTTLE_CODES
+            hint = (
+                " Athena is throttling this account; retry later, raise "
+                "ATHENA_WARM_AWS_MAX_ATTEMPTS, or ask for a higher quota."
+                if throttled
+                else ""
+            )
+            raise OriginError(
+                f"Athena {op} failed"
+                + (f" for query {query_id}" if query_id else "")
+                + f": {reason}.{hint}",
+                origin=self.name,
+                state="THROTTLED" if throttled else ("FAILED" if query_id is None else "ERROR"),
+                query_id=query_id,
+                reason=reason,
+            ) from exc
+        except BotoCoreError as exc:
+            raise OriginError(
+                f"Athena {op} failed: {exc}. Check AWS credentials, region "
+                "(ATHENA_WARM_REGION or AWS_REGION) and network access to Athena.",
+                origin=self.name, state="ERROR", query_id=query_id, reason=str(exc),
+            ) from exc
+
+
+def _type_name(col: dict[str, Any]) -> str:
+    t = str(col.get("Type", "varchar")).lower()
+    if t == "decimal" and col.get("Precision"):
+        return f"decimal({col['Precision']},{col.get('Scale', 0)})"
+    return t

@@ -1,0 +1,172 @@
+"""The local origin: the same SQL, in Athena's dialect, run by DuckDB over local files.
+
+``duckdb:PATH`` where PATH is either a ``.duckdb`` database file, or a folder laid out like an
+S3 data lake::
+
+    PATH/
+      analytics/                    <- database
+        customer_mapping/           <- table: every *.parquet (or *.csv) file inside
+          part-0.parquet
+        regions.csv                 <- table 'regions' from one file
+
+SQL is transpiled from Athena (Trino) to DuckDB with sqlglot; ``?`` parameters are bound by
+DuckDB, never formatted into the SQL text.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ConfigurationError, OriginError
+from ..origin import Column, QueryResult
+
+_DATA_SUFFIXES = {".parquet": "read_parquet", ".csv": "read_csv_auto"}
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def athena_type(duck_type: str) -> str:
+    """DuckDB's type name in Athena's words (``VARCHAR`` -> ``varchar``, ``BIGINT`` -> ``bigint``)."""
+    t = duck_type.lower()
+    return {
+        "timestamp with time zone": "timestamp with time zone",
+        "timestamp_ns": "timestamp",
+        "timestamp_ms": "timestamp",
+        "timestamp_s": "timestamp",
+        "hugeint": "decimal(38,0)",
+        "blob": "varbinary",
+        "float": "real",
+    }.get(t, t)
+
+
+class DuckDBOrigin:
+    """Runs Athena SQL locally. One in-memory DuckDB per process; a cursor per query."""
+
+    name = "duckdb"
+
+    def __init__(self, path: str | Path, *, read_dialect: str = "athena") -> None:
+        self.path = Path(path).expanduser()
+        self.read_dialect = read_dialect
+        self._con: Any = None
+        self._lock = threading.Lock()
+        self.tables: dict[str, list[str]] = {}
+
+    def _connect(self) -> Any:
+        if self._con is not None:
+            return self._con
+        with self._lock:
+            if self._con is not None:
+                return self._con
+            import duckdb
+
+            if self.path.is_file() and self.path.suffix == ".duckdb":
+                con = duckdb.connect(str(self.path), read_only=True)
+            elif self.path.is_dir():
+                con = duckdb.connect(":memory:")
+                self._register_folder(con)
+            else:
+                raise ConfigurationError(
+                    f"duckdb origin: {str(self.path)!r} is neither a folder of database/table/ "
+                    "files nor a .duckdb file; check ATHENA_WARM_ORIGIN=duckdb:PATH"
+                )
+            self._con = con
+            return con
+
+    def _register_folder(self, con: Any) -> None:
+        for db_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
+            tables: list[str] = []
+            for entry in sorted(db_dir.iterdir()):
+                files: list[Path]
+                if entry.is_dir():
+                    files = [f for f in sorted(entry.rglob("*")) if f.suffix in _DATA_SUFFIXES]
+                    table = entry.name
+                elif entry.suffix in _DATA_SUFFIXES:
+                    files, table = [entry], entry.stem
+                else:
+                    continue
+                kinds = {f.suffix for f in files}
+                if not files:
+                    continue
+                if len(kinds) > 1:
+                    raise ConfigurationError(
+                        f"duckdb origin: table folder {str(entry)!r} mixes {sorted(kinds)} files; "
+                        "keep one format per table"
+                    )
+                reader = _DATA_SUFFIXES[files[0].suffix]
+                file_list = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+                if not tables:
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(db_dir.name)}")
+                con.execute(
+                    f"CREATE VIEW {_ident(db_dir.name)}.{_ident(table)} AS "
+                    f"SELECT * FROM {reader}({file_list})"
+                )
+                tables.append(table)
+            if tables:
+                self.tables[db_dir.name] = tables
+
+    def transpile(self, sql: str) -> str:
+        import sqlglot
+        from sqlglot.errors import ParseError
+
+        try:
+            statements = sqlglot.transpile(sql, read=self.read_dialect, write="duckdb")
+        except ParseError as exc:
+            raise OriginError(
+                f"duckdb origin: the SQL does not parse as Athena SQL: {exc}",
+                origin=self.name, state="FAILED", reason=str(exc),
+            ) from None
+        if len(statements) != 1:
+            raise OriginError(
+                f"duckdb origin: expected one SQL statement, got {len(statements)}",
+                origin=self.name, state="FAILED", reason="multiple statements",
+            )
+        return str(statements[0])
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        database: str | None,
+        workgroup: str | None = None,
+        catalog: str | None = None,
+    ) -> QueryResult:
+        import duckdb
+
+        con = self._connect()
+        text = self.transpile(sql)
+        cur = con.cursor()
+        try:
+            if database:
+                if self.tables and database not in self.tables:
+                    raise OriginError(
+                        f"duckdb origin: database {database!r} not found under "
+                        f"{str(self.path)!r}; it has {sorted(self.tables)}",
+                        origin=self.name, state="FAILED", reason="database not found",
+                    )
+                cur.execute(f"USE {_ident(database)}")
+            cur.execute(text, list(params))
+            columns = tuple(Column(d[0], athena_type(str(d[1]))) for d in cur.description)
+            rows = cur.fetchall()
+        except duckdb.Error as exc:
+            raise OriginError(
+                f"duckdb origin: query failed: {exc}",
+                origin=self.name, state="FAILED", reason=str(exc),
+            ) from exc
+        finally:
+            cur.close()
+        return QueryResult(columns=columns, rows=rows)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

@@ -1,0 +1,60 @@
+"""athena-warm: serve Athena query results to AWS Lambda functions from warm memory.
+
+Tiers: L1 (this process's memory) -> [L2: Redis/Valkey, later] -> origin (Athena, or DuckDB
+locally). Nothing heavy (boto3, pyathena, redis, duckdb) is imported until first use.
+"""
+
+from ._cache import Cache, clear_caches, configure, default_cache, get_mapping, invalidate
+from ._declare import REGISTRY, Mapping, Registry, load_config, load_declarations, unregister
+from ._view import MappingMeta, MappingView
+from .exceptions import (
+    AthenaWarmError,
+    ConfigurationError,
+    DeclarationError,
+    DuplicateKeyError,
+    EmptyResultError,
+    MissingColumnError,
+    NullKeyError,
+    OriginError,
+    OriginTimeoutError,
+    ReadOnlyMappingError,
+    ResultShapeError,
+    UnknownMappingError,
+)
+from .origin import Column, Origin, QueryResult, open_origin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGISTRY",
+    "AthenaWarmError",
+    "Cache",
+    "Column",
+    "ConfigurationError",
+    "DeclarationError",
+    "DuplicateKeyError",
+    "EmptyResultError",
+    "Mapping",
+    "MappingMeta",
+    "MappingView",
+    "MissingColumnError",
+    "NullKeyError",
+    "Origin",
+    "OriginError",
+    "OriginTimeoutError",
+    "QueryResult",
+    "ReadOnlyMappingError",
+    "Registry",
+    "ResultShapeError",
+    "UnknownMappingError",
+    "__version__",
+    "clear_caches",
+    "configure",
+    "default_cache",
+    "get_mapping",
+    "invalidate",
+    "load_config",
+    "load_declarations",
+    "open_origin",
+    "unregister",
+]

@@ -1,0 +1,132 @@
+"""Turning a query result into the declared key -> value dict, with its policies."""
+
+from __future__ import annotations
+
+import sys
+from itertools import islice
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._declare import Mapping
+from .exceptions import DuplicateKeyError, EmptyResultError, MissingColumnError, NullKeyError
+from .origin import QueryResult
+
+_SHOW = 5  # how many offending keys an error names
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    data: dict[Any, Any]
+    null_keys_skipped: int
+    nbytes: int
+
+
+def _index(decl: Mapping, names: Sequence[str], cols: Sequence[str], what: str) -> list[int]:
+    lowered = [n.lower() for n in names]
+    out = []
+    for c in cols:
+        if c in names:
+            out.append(names.index(c))
+        elif c.lower() in lowered:  # Athena lower-cases column names
+            out.append(lowered.index(c.lower()))
+        else:
+            raise MissingColumnError(
+                f"{what} column {c!r} is not in the query result; the result has columns "
+                f"{list(names)}. Fix the declaration's {what}= or the SELECT list.",
+                mapping=decl.name,
+                column=c,
+                columns=list(names),
+            )
+    return out
+
+
+def build(decl: Mapping, result: QueryResult) -> Built:
+    names = [c.name for c in result.columns]
+    ki = _index(decl, names, decl.key_columns, "key")
+    vi = _index(decl, names, decl.value_columns, "value") if decl.value_columns else []
+    rows = result.rows
+    if not rows and not decl.allow_empty:
+        raise EmptyResultError(
+            "the query returned no rows. An empty mapping is usually a wrong WHERE clause or an "
+            "empty table; if it is valid, declare allow_empty=True.",
+            mapping=decl.name,
+        )
+
+    if len(ki) == 1:
+        k0 = ki[0]
+        keys: list[Any] = [r[k0] for r in rows]
+    else:
+        keys = [tuple(r[i] for i in ki) for r in rows]
+    if not vi:
+        values: list[Any] = [dict(zip(names, r)) for r in rows]
+    elif len(vi) == 1:
+        v0 = vi[0]
+        values = [r[v0] for r in rows]
+    else:
+        values = [tuple(r[i] for i in vi) for r in rows]
+
+    # Fast path: the common case (no NULL key, no duplicate) costs one dict() and a length check.
+    if decl.on_duplicate == "first":
+        data = dict(zip(reversed(keys), reversed(values)))
+    else:
+        data = dict(zip(keys, values))
+    if len(ki) == 1:
+        has_null = None in data
+    else:
+        has_null = any(None in k for k in data)
+    nulls = sum(1 for k in keys if _is_null(k)) if has_null else 0
+    if nulls:
+        if decl.on_null_key == "error":
+            raise NullKeyError(
+                f"{nulls} row(s) have a NULL key in {list(decl.key_columns)}; filter them in the "
+                "SQL (WHERE key IS NOT NULL) or declare on_null_key='skip'",
+                mapping=decl.name,
+                count=nulls,
+            )
+        for k in [k for k in data if _is_null(k)]:
+            del data[k]
+    if decl.on_duplicate == "error" and len(data) != len(keys) - nulls:
+        seen: set[Any] = set()
+        dups: dict[Any, None] = {}
+        for k in keys:
+            if k in seen and not _is_null(k):
+                dups[k] = None
+            seen.add(k)
+        shown = ", ".join(repr(k) for k in list(dups)[:_SHOW])
+        more = f" and {len(dups) - _SHOW} more" if len(dups) > _SHOW else ""
+        raise DuplicateKeyError(
+            f"{len(dups)} key(s) appear in more than one row: {shown}{more}. Make the key "
+            "unique in the SQL (GROUP BY, DISTINCT) or declare on_duplicate='first' or 'last'.",
+            mapping=decl.name,
+            keys=list(dups)[:_SHOW],
+            count=len(dups),
+        )
+    return Built(data=data, null_keys_skipped=nulls, nbytes=estimate_bytes(data))
+
+
+def _is_null(k: Any) -> bool:
+    return k is None or (isinstance(k, tuple) and None in k)
+
+
+def estimate_bytes(data: dict[Any, Any], *, sample: int = 512) -> int:
+    """Estimate the memory of ``data``: the dict itself plus a sample of keys and values."""
+    n = len(data)
+    total = sys.getsizeof(data)
+    if not n:
+        return total
+    step = max(1, n // sample)
+    items = list(islice(data.items(), 0, None, step))
+    per = 0
+    for k, v in items:
+        per += _size(k) + _size(v)
+    return total + per * n // len(items)
+
+
+def _size(o: Any) -> int:
+    s = sys.getsizeof(o)
+    if isinstance(o, tuple):
+        s += sum(sys.getsizeof(x) for x in o)
+    elif isinstance(o, dict):
+        s += sum(sys.getsizeof(x) for x in o.values())
+    return s

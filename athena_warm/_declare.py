@@ -1,0 +1,380 @@
+"""Declaring mappings: the ``Mapping`` dataclass, the registry, and loading from a module or TOML."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import re
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from ._config import parse_duration
+from .exceptions import ConfigurationError, DeclarationError, UnknownMappingError
+
+log = logging.getLogger("athena_warm")
+
+ParamValue = str | int | float | bool | Decimal | date | datetime | None
+OnDuplicate = Literal["error", "first", "last"]
+OnNullKey = Literal["skip", "error"]
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,255}$")
+# Quoted strings, quoted identifiers and comments, which may contain a literal '?'.
+_NOT_PLACEHOLDER_RE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+
+
+def _columns(value: str | Sequence[str] | None, what: str, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    cols = (value,) if isinstance(value, str) else tuple(value)
+    if not cols:
+        raise DeclarationError(f"mapping {name!r}: {what} must name at least one column")
+    for c in cols:
+        if not isinstance(c, str) or not _COLUMN_RE.match(c):
+            raise DeclarationError(f"mapping {name!r}: {what} column {c!r} is not a column name")
+    if len(set(c.lower() for c in cols)) != len(cols):
+        raise DeclarationError(f"mapping {name!r}: {what} names a column twice: {cols}")
+    return cols
+
+
+def _check_param(name: str, i: int, v: object) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise DeclarationError(
+            f"mapping {name!r}: parameter {i} is {v!r}; Athena has no literal for it, "
+            "pass a finite number"
+        )
+    if isinstance(v, datetime) and v.tzinfo is not None:
+        raise DeclarationError(
+            f"mapping {name!r}: parameter {i} is a timezone-aware datetime; Athena TIMESTAMP "
+            "has no zone: convert it to UTC and drop tzinfo (v.astimezone(UTC).replace(tzinfo=None))"
+        )
+    if v is not None and not isinstance(v, (str, int, float, Decimal, date, datetime)):
+        raise DeclarationError(
+            f"mapping {name!r}: parameter {i} has type {type(v).__name__}; use str, int, float, "
+            "bool, Decimal, date, datetime or None"
+        )
+
+
+def count_placeholders(sql: str) -> int:
+    """Number of ``?`` placeholders outside string literals, quoted identifiers and comments."""
+    return _NOT_PLACEHOLDER_RE.sub("", sql).count("?")
+
+
+def _canon(v: object) -> object:
+    if isinstance(v, (Decimal, date, datetime)):
+        return [type(v).__name__, str(v)]
+    return v
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Mapping:
+    """One cached query result, turned into a key -> value mapping.
+
+    ``key`` names the key column (several columns make tuple keys); ``value`` names the value
+    column (several columns make tuple values; ``None`` makes each value the whole row as a
+    dict). ``params`` are bound to the ``?`` placeholders of ``sql`` in order, never formatted
+    into it. Constructing a Mapping registers it, so ``get_mapping(name)`` can find it.
+    """
+
+    name: str
+    sql: str
+    key: str | tuple[str, ...]
+    value: str | tuple[str, ...] | None = None
+    params: tuple[ParamValue, ...] = ()
+    database: str | None = None
+    workgroup: str | None = None
+    catalog: str | None = None
+    ttl: float = 3600.0
+    max_stale: float = 86400.0
+    on_duplicate: OnDuplicate = "error"
+    on_null_key: OnNullKey = "skip"
+    allow_empty: bool = False
+    key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    value_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    fingerprint: str = field(init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        sql: str,
+        key: str | Sequence[str],
+        value: str | Sequence[str] | None = None,
+        params: Sequence[ParamValue] = (),
+        database: str | None = None,
+        workgroup: str | None = None,
+        catalog: str | None = None,
+        ttl: str | float | timedelta = "1h",
+        max_stale: str | float | timedelta = "1d",
+        on_duplicate: OnDuplicate = "error",
+        on_null_key: OnNullKey = "skip",
+        allow_empty: bool = False,
+        register: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise DeclarationError(
+                f"mapping name {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.', "
+                "starting with a letter or '_'"
+            )
+        if not isinstance(sql, str) or not sql.strip():
+            raise DeclarationError(f"mapping {name!r}: sql must be a non-empty SQL string")
+        if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+            raise DeclarationError(
+                f"mapping {name!r}: params must be a list or tuple of values bound to the '?' "
+                f"placeholders in order, got {type(params).__name__}"
+            )
+        for i, p in enumerate(params):
+            _check_param(name, i, p)
+        n_ph = count_placeholders(sql)
+        if n_ph != len(params):
+            raise DeclarationError(
+                f"mapping {name!r}: the SQL has {n_ph} '?' placeholder(s) but {len(params)} "
+                "parameter(s) were given; pass one value per '?' (values are bound, never "
+                "formatted into the SQL)"
+            )
+        kcols = _columns(key, "key", name)
+        if not kcols:
+            raise DeclarationError(f"mapping {name!r}: key must name the key column(s)")
+        vcols = _columns(value, "value", name)
+        if on_duplicate not in ("error", "first", "last"):
+            raise DeclarationError(
+                f"mapping {name!r}: on_duplicate={on_duplicate!r}; use 'error', 'first' or 'last'"
+            )
+        if on_null_key not in ("skip", "error"):
+            raise DeclarationError(
+                f"mapping {name!r}: on_null_key={on_null_key!r}; use 'skip' or 'error'"
+            )
+        for opt, v in (("database", database), ("workgroup", workgroup), ("catalog", catalog)):
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise DeclarationError(f"mapping {name!r}: {opt} must be a non-empty string")
+        try:
+            ttl_s = parse_duration(ttl, what=f"mapping {name!r}: ttl")
+            stale_s = parse_duration(max_stale, what=f"mapping {name!r}: max_stale")
+        except ConfigurationError as exc:
+            raise DeclarationError(str(exc)) from None
+        if ttl_s <= 0:
+            raise DeclarationError(f"mapping {name!r}: ttl must be positive, got {ttl!r}")
+
+        s = object.__setattr__
+        s(self, "name", name)
+        s(self, "sql", sql)
+        s(self, "key", kcols[0] if len(kcols) == 1 else kcols)
+        s(self, "value", None if not vcols else (vcols[0] if len(vcols) == 1 else vcols))
+        s(self, "params", tuple(params))
+        s(self, "database", database)
+        s(self, "workgroup", workgroup)
+        s(self, "catalog", catalog)
+        s(self, "ttl", ttl_s)
+        s(self, "max_stale", stale_s)
+        s(self, "on_duplicate", on_duplicate)
+        s(self, "on_null_key", on_null_key)
+        s(self, "allow_empty", bool(allow_empty))
+        s(self, "key_columns", kcols)
+        s(self, "value_columns", vcols)
+        s(self, "fingerprint", self._compute_fingerprint())
+        if register:
+            REGISTRY.register(self)
+
+    def _compute_fingerprint(self) -> str:
+        ident = {
+            "sql": self.sql,
+            "params": [_canon(p) for p in self.params],
+            "catalog": self.catalog,
+            "database": self.database,
+            "workgroup": self.workgroup,
+            "key": list(self.key_columns),
+            "value": list(self.value_columns),
+            "on_duplicate": self.on_duplicate,
+            "on_null_key": self.on_null_key,
+        }
+        raw = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class Registry:
+    """Name -> Mapping. Thread-safe; a name maps to one declaration at a time."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Mapping] = {}
+        self._lock = threading.Lock()
+
+    def register(self, mapping: Mapping) -> Mapping:
+        with self._lock:
+            old = self._by_name.get(mapping.name)
+            if old is not None and old.fingerprint != mapping.fingerprint:
+                raise DeclarationError(
+                    f"mapping {mapping.name!r} is already declared with a different query "
+                    f"(fingerprint {old.fingerprint} vs {mapping.fingerprint}); give each "
+                    "declaration its own name, or call athena_warm.unregister(name) first"
+                )
+            self._by_name[mapping.name] = mapping
+            return mapping
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._by_name.pop(name, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_name.clear()
+
+    def get(self, name: str) -> Mapping | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Iterator[Mapping]:
+        return iter(sorted(self._by_name.values(), key=lambda m: m.name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def require(self, name: str) -> Mapping:
+        m = self._by_name.get(name)
+        if m is None:
+            raise UnknownMappingError(name, self._by_name)
+        return m
+
+
+REGISTRY = Registry()
+
+
+def unregister(name: str) -> None:
+    """Forget the declaration called ``name`` (its cached copies expire normally)."""
+    REGISTRY.unregister(name)
+
+
+# --- loading declarations ---------------------------------------------------------------------
+
+_loaded_sources: set[str] = set()
+_load_lock = threading.Lock()
+
+
+def load_app(target: str) -> None:
+    """Import the module that declares mappings: a dotted module name or a ``.py`` path."""
+    with _load_lock:
+        if f"app:{target}" in _loaded_sources:
+            return
+        path = Path(target)
+        try:
+            if target.endswith(".py") or path.is_file():
+                if not path.is_file():
+                    raise ConfigurationError(
+                        f"app {target!r}: no such file; give a module name (my_app) or an "
+                        "existing .py file"
+                    )
+                mod_name = "_athena_warm_app_" + hashlib.sha1(
+                    str(path.resolve()).encode()
+                ).hexdigest()[:8]
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                if spec is None or spec.loader is None:
+                    raise ConfigurationError(f"app {target!r}: cannot import this file")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                sys.path.insert(0, str(path.resolve().parent))
+                try:
+                    spec.loader.exec_module(module)
+                finally:
+                    sys.path.remove(str(path.resolve().parent))
+            else:
+                if "" not in sys.path and "." not in sys.path:
+                    sys.path.insert(0, "")
+                importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise ConfigurationError(
+                f"app {target!r}: cannot import it ({exc}); give a module name on sys.path or a "
+                "path to a .py file"
+            ) from None
+        _loaded_sources.add(f"app:{target}")
+
+
+_TOML_KEYS = {
+    "sql", "key", "value", "params", "database", "workgroup", "catalog", "ttl", "max_stale",
+    "on_duplicate", "on_null_key", "allow_empty",
+}
+
+
+def load_config(path: str | Path) -> list[Mapping]:
+    """Declare the mappings of a TOML file::
+
+        [defaults]            # optional, applies to every mapping
+        database = "analytics"
+        ttl = "24h"
+
+        [mappings.customer_mapping]
+        sql = "SELECT customer_id, account_id FROM customer_mapping WHERE region = ?"
+        params = ["eu"]
+        key = "customer_id"
+        value = "account_id"
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    p = Path(path)
+    with _load_lock:
+        if f"config:{p.resolve()}" in _loaded_sources:
+            return [REGISTRY.require(n) for n in _config_names.get(str(p.resolve()), [])]
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(f"config {str(p)!r}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config {str(p)!r}: not valid TOML: {exc}") from None
+        unknown_top = set(doc) - {"defaults", "mappings"}
+        if unknown_top:
+            raise ConfigurationError(
+                f"config {str(p)!r}: unknown table(s) {sorted(unknown_top)}; use [defaults] "
+                "and [mappings.NAME]"
+            )
+        defaults = doc.get("defaults", {})
+        mappings = doc.get("mappings", {})
+        if not isinstance(mappings, dict) or not mappings:
+            raise ConfigurationError(
+                f"config {str(p)!r}: declares no mappings; add a [mappings.NAME] table"
+            )
+        out = []
+        for name, body in mappings.items():
+            spec = {**defaults, **body}
+            unknown = set(spec) - _TOML_KEYS
+            if unknown:
+                raise ConfigurationError(
+                    f"config {str(p)!r}: mapping {name!r} has unknown option(s) "
+                    f"{sorted(unknown)}; known options: {sorted(_TOML_KEYS)}"
+                )
+            try:
+                out.append(Mapping(name, **spec))
+            except TypeError as exc:
+                raise ConfigurationError(f"config {str(p)!r}: mapping {name!r}: {exc}") from None
+            except DeclarationError as exc:
+                raise ConfigurationError(f"config {str(p)!r}: {exc}") from None
+        _loaded_sources.add(f"config:{p.resolve()}")
+        _config_names[str(p.resolve())] = [m.name for m in out]
+        return out
+
+
+_config_names: dict[str, list[str]] = {}
+
+
+def load_declarations(*, app: str | None = None, config: str | None = None) -> None:
+    """Load declarations from ``app``/``config`` or $ATHENA_WARM_APP / $ATHENA_WARM_CONFIG."""
+    from ._config import resolve
+
+    app = resolve(app, "APP", None)
+    config = resolve(config, "CONFIG", None)
+    if app:
+        load_app(app)
+    if config:
+        load_config(config)

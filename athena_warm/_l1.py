@@ -1,0 +1,162 @@
+"""L1: the in-process tier. A module-global store that survives Lambda's freeze/thaw.
+
+Entries are keyed by (mapping name, fingerprint), so two declarations never share a copy. TTL
+runs on an injected monotonic clock. A byte bound (estimated) evicts the least recently used
+entries across mappings. N threads that miss the same key at once cause one load; the others
+wait for it (in-process single-flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ._view import MappingView
+
+log = logging.getLogger("athena_warm")
+
+L1Key = tuple[str, str]  # (name, fingerprint)
+
+
+@dataclass(slots=True)
+class Entry:
+    view: MappingView
+    loaded_mono: float  # monotonic time of the load
+    fresh_until: float  # monotonic deadline after which the copy is stale
+    nbytes: int
+
+
+class _Flight:
+    """One load in progress; waiters block on it and share its outcome."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Entry | None = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> Entry:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class L1:
+    """The in-process store. All methods are thread-safe."""
+
+    def __init__(self, *, max_bytes: int, clock: Callable[[], float]) -> None:
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self._entries: OrderedDict[L1Key, Entry] = OrderedDict()
+        self._flights: dict[L1Key, _Flight] = {}
+        self._lock = threading.Lock()
+        self._bytes = 0
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_fresh(self, key: L1Key) -> Entry | None:
+        """The entry if it is still fresh (and mark it recently used), else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or self.clock() >= entry.fresh_until:
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def peek(self, key: L1Key) -> Entry | None:
+        """The entry, fresh or stale, without touching its recency."""
+        return self._entries.get(key)
+
+    def get_or_load(
+        self, key: L1Key, load: Callable[[], Entry], *, force: bool = False
+    ) -> tuple[Entry, bool]:
+        """Return (entry, hit). On a miss (or ``force``) one caller runs ``load``; concurrent
+        callers for the same key wait for that load and share its result or its error."""
+        with self._lock:
+            if not force:
+                entry = self._entries.get(key)
+                if entry is not None and self.clock() < entry.fresh_until:
+                    self._entries.move_to_end(key)
+                    return entry, True
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            return flight.wait(), False
+        try:
+            entry = load()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        else:
+            flight.result = entry
+            self.put(key, entry)
+            return entry, False
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def put(self, key: L1Key, entry: Entry) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[key] = entry
+            self._bytes += entry.nbytes
+            self._evict_locked(keep=key)
+
+    def _evict_locked(self, *, keep: L1Key) -> None:
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            victim = next(iter(self._entries))
+            if victim == keep:  # the newest entry is the only one left over budget
+                break
+            gone = self._entries.pop(victim)
+            self._bytes -= gone.nbytes
+            log.info(
+                "athena-warm L1 evicted %s (%d bytes) to stay under %d bytes",
+                victim[0], gone.nbytes, self.max_bytes,
+                extra={"mapping": victim[0], "nbytes": gone.nbytes, "event": "l1_evict"},
+            )
+        if self._bytes > self.max_bytes:
+            log.warning(
+                "athena-warm L1: mapping %s alone (%d bytes) exceeds the L1 bound of %d bytes; "
+                "kept anyway. Raise ATHENA_WARM_L1_MAX_BYTES or give the function more memory.",
+                keep[0], self._bytes, self.max_bytes,
+                extra={"mapping": keep[0], "event": "l1_over_budget"},
+            )
+
+    def discard(self, name: str) -> int:
+        """Drop every copy of ``name``; return how many were dropped."""
+        with self._lock:
+            keys = [k for k in self._entries if k[0] == name]
+            for k in keys:
+                self._bytes -= self._entries.pop(k).nbytes
+            return len(keys)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    # -- introspection -------------------------------------------------------------------------
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> Iterator[tuple[L1Key, Entry]]:
+        with self._lock:
+            return iter(list(self._entries.items()))

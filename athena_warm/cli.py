@@ -1,0 +1,189 @@
+"""``athena-warm``: the operator's command line. Exit codes: 0 ok, 1 failure, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .exceptions import AthenaWarmError, ConfigurationError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="athena-warm",
+        description="Serve Athena query results to AWS Lambda functions from warm memory.",
+    )
+    p.add_argument("--app", help="module (or .py file) that declares mappings [ATHENA_WARM_APP]")
+    p.add_argument("--config", help="TOML file that declares mappings [ATHENA_WARM_CONFIG]")
+    p.add_argument("--origin", help="'athena' or 'duckdb:PATH' [ATHENA_WARM_ORIGIN]")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the local demo: two containers, L1 hits, a TTL reload")
+    d.add_argument("--rows", type=int, default=200_000, help="rows in the sample table")
+    d.add_argument("--dir", help="folder for the sample data (default: a new temp folder)")
+
+    ls = sub.add_parser("list", help="declared mappings")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    g = sub.add_parser("get", help="look up one key (loads the mapping if needed)")
+    g.add_argument("name")
+    g.add_argument("key", nargs="+", help="the key; several values for a multi-column key")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+
+    w = sub.add_parser("warm", help="load mappings from the origin now")
+    w.add_argument("name", nargs="*")
+    w.add_argument("--all", action="store_true", help="every declared mapping")
+    w.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _declared(args: argparse.Namespace) -> Any:
+    from ._declare import REGISTRY, load_declarations
+
+    load_declarations(app=args.app, config=args.config)
+    if not len(REGISTRY):
+        raise ConfigurationError(
+            "no mappings declared: pass --app MODULE or --config FILE.toml (or set "
+            "ATHENA_WARM_APP / ATHENA_WARM_CONFIG)"
+        )
+    return REGISTRY
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _human_seconds(s: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n and s % n == 0:
+            return f"{int(s // n)}{unit}"
+    return f"{s:g}s"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    reg = _declared(args)
+    items = [
+        {"name": m.name, "database": m.database, "key": list(m.key_columns),
+         "value": list(m.value_columns) or None, "ttl_s": m.ttl, "max_stale_s": m.max_stale,
+         "fingerprint": m.fingerprint, "sql": m.sql}
+        for m in reg
+    ]
+    if args.json:
+        print(json.dumps({"mappings": items}, indent=2))
+        return 0
+    rows = [("NAME", "DATABASE", "KEY", "VALUE", "TTL", "MAX_STALE")]
+    for i in items:
+        rows.append((i["name"], i["database"] or "-", ",".join(i["key"]),
+                     ",".join(i["value"]) if i["value"] else "(row)",
+                     _human_seconds(i["ttl_s"]), _human_seconds(i["max_stale_s"])))
+    print(_table(rows))
+    return 0
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return str(v)
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from ._cache import configure
+
+    reg = _declared(args)
+    decl = reg.require(args.name)
+    cache = configure(origin=args.origin)
+    m = cache.get(args.name)
+    key: Any = args.key[0] if len(args.key) == 1 else tuple(args.key)
+    if len(args.key) != len(decl.key_columns):
+        raise ConfigurationError(
+            f"mapping {args.name!r} has a {len(decl.key_columns)}-column key "
+            f"{list(decl.key_columns)}; give {len(decl.key_columns)} value(s)"
+        )
+    found = key in m
+    if not found and m:  # keys may be numbers: match the type of the stored keys
+        sample = next(iter(m))
+        key = _coerce_like(key, sample)
+        found = key in m
+    meta = m.meta
+    if args.json:
+        print(json.dumps({"name": args.name, "key": _jsonable(key), "found": found,
+                          "value": _jsonable(m.get(key)), "tier": meta.tier,
+                          "generation": meta.generation, "rows": meta.rows,
+                          "loaded_at": datetime.fromtimestamp(meta.loaded_at, timezone.utc)
+                          .isoformat()}, indent=2))
+    elif found:
+        print(f"{_jsonable(m[key])}\t(tier {meta.tier}, {meta.rows:,} rows)")
+    else:
+        print(f"key {key!r} not found in {args.name} ({meta.rows:,} rows, tier {meta.tier})",
+              file=sys.stderr)
+    return 0 if found else 1
+
+
+def _coerce_like(key: Any, sample: Any) -> Any:
+    if isinstance(key, tuple) and isinstance(sample, tuple):
+        return tuple(_coerce_like(k, s) for k, s in zip(key, sample))
+    if isinstance(sample, int) and not isinstance(sample, bool):
+        try:
+            return int(key)
+        except (TypeError, ValueError):
+            return key
+    return key
+
+
+def _cmd_warm(args: argparse.Namespace) -> int:
+    from ._cache import configure
+
+    reg = _declared(args)
+    if args.all == bool(args.name):
+        raise ConfigurationError("name the mappings to warm, or pass --all (not both)")
+    names = reg.names() if args.all else args.name
+    for n in names:
+        reg.require(n)
+    cache = configure(origin=args.origin)
+    out = []
+    for n in names:
+        m = cache.get(n, force_fetch=True)
+        out.append({"name": n, "rows": m.meta.rows, "tier": m.meta.tier,
+                    "query_id": m.meta.query_id, "nbytes": m.meta.nbytes})
+    if args.json:
+        print(json.dumps({"warmed": out}, indent=2))
+    else:
+        print(_table([("NAME", "ROWS", "FROM", "QUERY_ID")] + [
+            (o["name"], f"{o['rows']:,}", o["tier"], o["query_id"] or "-") for o in out]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(rows=args.rows, workdir=args.dir)
+        handler = {"list": _cmd_list, "get": _cmd_get, "warm": _cmd_warm}[args.command]
+        return handler(args)
+    except ConfigurationError as exc:
+        print(f"athena-warm: {exc}", file=sys.stderr)
+        return 2
+    except AthenaWarmError as exc:
+        print(f"athena-warm: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The origin interface: run one query, return its rows with column names and types.
+
+An origin implements ``query()``; everything else (caching, building the mapping, policy) lives
+in the core. Production origin: ``athena`` (PyAthena + boto3). Local origin: ``duckdb:PATH``.
+Adapters are imported on first use, so importing athena_warm stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ._config import resolve
+from .exceptions import ConfigurationError
+
+__all__ = ["Column", "Origin", "QueryResult", "open_origin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A result column: its name and its Athena type name (``bigint``, ``decimal(10,2)``...)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Rows as tuples in column order, already converted to Python values."""
+
+    columns: tuple[Column, ...]
+    rows: Sequence[tuple[Any, ...]]
+    query_id: str | None = None
+    bytes_scanned: int | None = None
+
+
+@runtime_checkable
+class Origin(Protocol):
+    """Where a mapping's data comes from."""
+
+    name: str
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        database: str | None,
+        workgroup: str | None,
+        catalog: str | None,
+    ) -> QueryResult:
+        """Run ``sql`` with ``params`` bound to its ``?`` placeholders; raise OriginError."""
+        ...
+
+
+def open_origin(spec: str | None = None) -> Origin:
+    """Build the origin named by ``spec`` or ``$ATHENA_WARM_ORIGIN``: ``athena`` (the default)
+    or ``duckdb:PATH`` (a folder of ``database/table/`` Parquet or CSV files, or a .duckdb file).
+    """
+    spec = resolve(spec, "ORIGIN", "athena")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "athena" and not arg:
+        from .adapters.athena import AthenaOrigin
+
+        return AthenaOrigin()
+    if kind == "duckdb":
+        if not arg:
+            raise ConfigurationError(
+                "origin 'duckdb' needs a path: duckdb:PATH, a folder of database/table/ files "
+                "or a .duckdb file"
+            )
+        try:
+            from .adapters.duckdb import DuckDBOrigin
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                f"origin 'duckdb' needs the local extra: pip install 'athena-warm[local]' ({exc})"
+            ) from None
+        return DuckDBOrigin(arg)
+    raise ConfigurationError(
+        f"unknown origin {spec!r}; use 'athena' or 'duckdb:PATH' (ATHENA_WARM_ORIGIN)"
+    )
