@@ -78,8 +78,9 @@ class AthenaOrigin:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         def dur(v: str | float | None, env: str, default: str) -> float:
-            raw = resolve(v, env, default)
-            return parse_duration(raw, what=f"athena {env.lower()}")
+            what = f"athena {env.lower()}"
+            raw = resolve(v, env, default, lambda s: parse_duration(s, what=what))
+            return parse_duration(raw, what=what)
 
         self.workgroup: str = resolve(workgroup, "WORKGROUP", "primary")
         self.s3_staging_dir: str | None = resolve(s3_staging_dir, "S3_STAGING_DIR", None)

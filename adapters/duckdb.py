@@ -146,7 +146,7 @@ class DuckDBOrigin:
         text = self.transpile(sql)
         cur = con.cursor()
         try:
-            if database:
+            if database and not (database == "default" and database not in self.tables):
                 if self.tables and database not in self.tables:
                     raise OriginError(
                         f"duckdb origin: database {database!r} not found under "

@@ -47,13 +47,9 @@ class Cache:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
-        max_bytes = resolve(l1_max_bytes, "L1_MAX_BYTES", None, str)
+        max_bytes = resolve(l1_max_bytes, "L1_MAX_BYTES", None, parse_bytes)
         self.l1 = L1(
-            max_bytes=(
-                default_l1_max_bytes()
-                if max_bytes is None
-                else parse_bytes(max_bytes, what="l1_max_bytes")
-            ),
+            max_bytes=default_l1_max_bytes() if max_bytes is None else parse_bytes(max_bytes),
             clock=clock,
         )
         self.clock = clock

@@ -85,8 +85,8 @@ def resolve(
         return raw  # type: ignore[return-value]
     try:
         return parse(raw)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"${name}: {exc}") from None
+    except ValueError as exc:  # ConfigurationError is a ValueError too
+        raise ConfigurationError(f"${name}={raw!r}: {exc}") from None
 
 
 def default_l1_max_bytes() -> int:

@@ -1,0 +1,139 @@
+"""A real-enough Athena for tests: moto serves the API, DuckDB computes the results.
+
+Attach to a boto3 Athena client with ``AthenaDouble(client, s3_client, lake)``. On every
+StartQueryExecution it parses each ExecutionParameters entry as exactly one Athena literal (as
+Athena does: a value can never change the statement), runs the SQL text on DuckDB over the same
+lake as the duckdb origin, and hands the rows to moto's result queue just before moto takes
+them. Because moto writes the result CSV without doubling quotes inside values (real Athena
+doubles them), the double rewrites the CSV as Athena would. moto never reports FAILED: a query
+that DuckDB rejects is reported FAILED with DuckDB's message, through an after-call hook.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from moto.athena.models import QueryResults, athena_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from athena_warm.adapters.duckdb import DuckDBOrigin
+from athena_warm.exceptions import OriginError
+
+_LITERAL = re.compile(
+    r"""^(?:
+        (?P<null>NULL) |
+        (?P<bool>true|false) |
+        (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?) |
+        (?P<typed>DATE|TIMESTAMP|DECIMAL)\s+'(?P<typed_body>[^']*)' |
+        '(?P<str>(?:[^']|'')*)'
+    )$""",
+    re.X | re.I | re.S,
+)
+
+
+class LiteralError(ValueError):
+    pass
+
+
+def parse_literal(text: str) -> Any:
+    m = _LITERAL.match(text)
+    if not m:
+        raise LiteralError(f"execution parameter is not one literal: {text!r}")
+    if m.group("null"):
+        return None
+    if m.group("bool"):
+        return m.group("bool").lower() == "true"
+    if m.group("num"):
+        n = m.group("num")
+        return float(n) if any(c in n for c in ".eE") else int(n)
+    if m.group("typed"):
+        kind, body = m.group("typed").upper(), m.group("typed_body")
+        if kind == "DATE":
+            return date.fromisoformat(body)
+        if kind == "TIMESTAMP":
+            return datetime.fromisoformat(body)
+        return Decimal(body)
+    return m.group("str").replace("''", "'")
+
+
+def _varchar(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ", timespec="milliseconds")
+    return str(v)
+
+
+def _csv_field(v: str | None) -> str:
+    return "" if v is None else '"' + v.replace('"', '""') + '"'
+
+
+class AthenaDouble:
+    def __init__(self, athena: Any, s3: Any, lake: str, *, region: str = "us-east-1") -> None:
+        self.athena = athena
+        self.s3 = s3
+        self.engine = DuckDBOrigin(lake)
+        self.backend = athena_backends[DEFAULT_ACCOUNT_ID][region]
+        self.started: list[dict[str, Any]] = []  # every StartQueryExecution request
+        self.failures: dict[str, str] = {}  # query id -> reason reported as FAILED
+        self.cancel_next = False
+        self._pending_csv: str | None = None
+        self._pending_error: str | None = None
+        ev = athena.meta.events
+        ev.register("before-parameter-build.athena.StartQueryExecution", self._before_start)
+        ev.register("after-call.athena.StartQueryExecution", self._after_start)
+        ev.register("after-call.athena.GetQueryExecution", self._after_get)
+
+    def _before_start(self, params: dict[str, Any], **_: Any) -> None:
+        self.started.append(params)
+        self._pending_csv = self._pending_error = None
+        try:
+            values = [parse_literal(p) for p in params.get("ExecutionParameters", [])]
+            database = params.get("QueryExecutionContext", {}).get("Database")
+            result = self.engine.query(params["QueryString"], values, database=database)
+        except (OriginError, LiteralError) as exc:
+            self._pending_error = str(exc)
+            self.backend.query_results_queue.append(QueryResults(rows=[], column_info=[]))
+            return
+        header = [c.name for c in result.columns]
+        texts = [[_varchar(v) for v in row] for row in result.rows]
+        rows = [{"Data": [{"VarCharValue": h} for h in header]}] + [
+            {"Data": [{"VarCharValue": t} if t is not None else {} for t in row]} for row in texts
+        ]
+        info = []
+        for c in result.columns:
+            t, precision, scale = c.type, 0, 0
+            m = re.match(r"decimal\((\d+),(\d+)\)", t)
+            if m:
+                t, precision, scale = "decimal", int(m.group(1)), int(m.group(2))
+            info.append({"Name": c.name, "Label": c.name, "Type": t, "Precision": precision,
+                         "Scale": scale, "Nullable": "UNKNOWN", "CaseSensitive": True})
+        self.backend.query_results_queue.append(QueryResults(rows=rows, column_info=info))
+        self._pending_csv = "".join(
+            ",".join(_csv_field(v) for v in row) + "\n" for row in [header, *texts]
+        )
+
+    def _after_start(self, parsed: dict[str, Any], **_: Any) -> None:
+        qid = parsed["QueryExecutionId"]
+        if self._pending_error is not None:
+            self.failures[qid] = self._pending_error
+        execution = self.backend.executions[qid]
+        out = (execution.config or {}).get("OutputLocation")
+        if out and self._pending_csv is not None:
+            bucket, _, key = out[len("s3://"):].partition("/")
+            self.s3.put_object(Bucket=bucket, Key=key, Body=self._pending_csv.encode())
+        if self.cancel_next:
+            self.cancel_next = False
+            self.backend.stop_query_execution(qid)
+
+    def _after_get(self, parsed: dict[str, Any], **_: Any) -> None:
+        qe = parsed.get("QueryExecution", {})
+        reason = self.failures.get(qe.get("QueryExecutionId", ""))
+        if reason is not None:
+            qe["Status"] = {"State": "FAILED", "StateChangeReason": reason,
+                            "AthenaError": {"ErrorMessage": reason}}

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import athena_warm
+from athena_warm import _cache, _declare
+
+REGION = "us-east-1"
+STAGING = "s3://athena-results/staging/"
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:  # for pollers: sleeping advances time instantly
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with no declarations, no default cache and no ATHENA_WARM_* variables."""
+    for k in list(os.environ):
+        if k.startswith("ATHENA_WARM_"):
+            monkeypatch.delenv(k)
+    _declare.REGISTRY.clear()
+    _declare._loaded_sources.clear()
+    _cache._default = None
+    _cache._pinned = {}
+    yield
+    _declare.REGISTRY.clear()
+    _declare._loaded_sources.clear()
+    _cache._default = None
+    _cache._pinned = {}
+
+
+@pytest.fixture(scope="session")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small data lake: analytics.{customers, dup_keys, null_keys, typed, empty}."""
+    import duckdb
+
+    root = tmp_path_factory.mktemp("lake")
+    db = root / "analytics"
+    con = duckdb.connect()
+
+    def table(name: str, sql: str, fmt: str = "parquet") -> None:
+        (db / name).mkdir(parents=True)
+        con.execute(f"COPY ({sql}) TO '{db / name / ('part-0.' + fmt)}' (FORMAT {fmt})")
+
+    table("customers", """
+        SELECT 'C' || lpad(i::VARCHAR, 4, '0') AS customer_id,
+               'A' || (i % 7)::VARCHAR AS account_id,
+               i AS n, i % 3 = 0 AS active, 'r' || (i % 2)::VARCHAR AS region
+        FROM range(1000) t(i)""")
+    table("dup_keys", """
+        SELECT * FROM (VALUES ('k1', 1), ('k2', 2), ('k1', 3), ('k3', 4), ('k3', 5))
+        t(k, v)""")
+    table("null_keys", """
+        SELECT * FROM (VALUES ('k1', 'x', 1), (NULL, 'x', 2), ('k2', NULL, 3), ('k3', 'y', 4))
+        t(k, k2, v)""")
+    table("typed", """
+        SELECT * FROM (VALUES
+          (1::BIGINT, 1.5::DOUBLE, 12.34::DECIMAL(10,2), true, DATE '2024-02-29',
+           TIMESTAMP '2024-02-29 13:14:15.123', 'it''s "quoted", ok'),
+          (2::BIGINT, NULL, NULL, NULL, NULL, NULL, NULL),
+          (3::BIGINT, -0.25::DOUBLE, -1.00::DECIMAL(10,2), false, DATE '1970-01-01',
+           TIMESTAMP '1970-01-01 00:00:00', '')
+        ) t(id, dbl, dec, flag, day, ts, txt)""")
+    table("empty", "SELECT 'x' AS k, 1 AS v WHERE false")
+    table("csv_table", "SELECT 'a' AS k, 1 AS v UNION ALL SELECT 'b', 2", fmt="csv")
+    con.close()
+    return root
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from moto import mock_aws
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def athena(aws: None, lake: Path, clock: FakeClock) -> Any:
+    """An AthenaOrigin on moto whose results DuckDB computes from the real SQL."""
+    import boto3
+
+    from athena_warm.adapters.athena import AthenaOrigin
+    from tests.athena_double import AthenaDouble
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="athena-results")
+    origin = AthenaOrigin(s3_staging_dir=STAGING, region=REGION, sleep=clock.sleep, clock=clock,
+                          max_attempts=1)
+    athena_client, s3_client = origin.clients()
+    origin.double = AthenaDouble(athena_client, s3_client, str(lake))  # type: ignore[attr-defined]
+    return origin
+
+
+@pytest.fixture
+def duck(lake: Path) -> Any:
+    from athena_warm.adapters.duckdb import DuckDBOrigin
+
+    return DuckDBOrigin(lake)
+
+
+@pytest.fixture(params=["duckdb", "athena"])
+def any_origin(request: pytest.FixtureRequest) -> Any:
+    """Each origin in turn: the contract tests run against all of them."""
+    return request.getfixturevalue("duck" if request.param == "duckdb" else "athena")
+
+
+@pytest.fixture
+def make_cache(clock: FakeClock) -> Any:
+    def make(origin: Any, **kw: Any) -> athena_warm.Cache:
+        return athena_warm.Cache(origin=origin, clock=clock, **kw)
+
+    return make

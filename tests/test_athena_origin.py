@@ -1,0 +1,133 @@
+"""The Athena origin through moto, with results computed by DuckDB from the real SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from athena_warm import Mapping, OriginError, OriginTimeoutError
+from athena_warm.adapters.athena import AthenaOrigin, athena_literal
+from tests.athena_double import AthenaDouble, parse_literal
+from tests.conftest import REGION, FakeClock
+
+
+def run(origin: Any, sql: str, *params: Any) -> Any:
+    return origin.query(sql, params, database="analytics", workgroup=None, catalog=None)
+
+
+def test_values_are_sent_as_execution_parameters_not_in_the_sql(athena: Any) -> None:
+    sql = "SELECT customer_id FROM customers WHERE region = ? AND n < ?"
+    r = run(athena, sql, "r1", 10)
+    req = athena.double.started[-1]
+    assert req["QueryString"] == sql  # the text is sent as written
+    assert req["ExecutionParameters"] == ["'r1'", "10"]
+    assert req["ResultConfiguration"] == {"OutputLocation": "s3://athena-results/staging/"}
+    assert req["QueryExecutionContext"] == {"Database": "analytics", "Catalog": "AwsDataCatalog"}
+    assert req["WorkGroup"] == "primary"
+    assert sorted(x[0] for x in r.rows) == ["C0001", "C0003", "C0005", "C0007", "C0009"]
+    assert r.query_id
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "it's", "''", "x'); DROP TABLE t; --", 'say "hi"', "", "?", "\\", "line\nbreak",
+    0, -7, 2**62, 1.25, True, False, None,
+])
+def test_every_literal_is_exactly_one_literal(value: Any) -> None:
+    assert parse_literal(athena_literal(value)) == value
+
+
+def test_failed_query_carries_id_and_athenas_reason(athena: Any) -> None:
+    with pytest.raises(OriginError) as ei:
+        run(athena, "SELECT nope FROM customers")
+    err = ei.value
+    assert err.state == "FAILED" and err.query_id and "nope" in (err.reason or "")
+    assert err.query_id in str(err)
+
+
+def test_cancelled_query(athena: Any) -> None:
+    athena.double.cancel_next = True
+    with pytest.raises(OriginError) as ei:
+        run(athena, "SELECT customer_id FROM customers")
+    assert ei.value.state == "CANCELLED" and ei.value.query_id
+
+
+def test_timeout_stops_the_query_with_backoff(athena: Any, clock: FakeClock) -> None:
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition("athena::execution", {"progression": "manual", "times": 10**6})
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        clock.advance(s)
+
+    athena._sleep = sleep
+    athena.query_timeout = 30.0
+    try:
+        with pytest.raises(OriginTimeoutError) as ei:
+            run(athena, "SELECT customer_id FROM customers")
+    finally:
+        state_manager.unset_transition("athena::execution")
+    err = ei.value
+    assert err.state == "TIMEOUT" and err.query_id and "ATHENA_WARM_QUERY_TIMEOUT" in str(err)
+    assert sum(sleeps) == pytest.approx(30.0)
+    assert sleeps[0] == 0.25 and sleeps[1] == 0.375 and max(sleeps) <= 5.0  # backoff, capped
+    backend = athena.double.backend
+    assert backend.executions[err.query_id].status == "CANCELLED"  # StopQueryExecution was sent
+
+
+def _throttle(**_: Any) -> Any:
+    http = AWSResponse("https://athena", 400, {}, None)
+    return http, {"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"},
+                  "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+
+def test_throttling_is_one_origin_error(aws: None) -> None:
+    origin = AthenaOrigin(region=REGION, max_attempts=1)
+    athena_client, _ = origin.clients()
+    athena_client.meta.events.register("before-call.athena.StartQueryExecution", _throttle)
+    with pytest.raises(OriginError) as ei:
+        run(origin, "SELECT 1")
+    assert ei.value.state == "THROTTLED"
+    assert "TooManyRequestsException" in str(ei.value) and "quota" in str(ei.value)
+
+
+def test_without_staging_dir_results_are_paged(aws: None, lake: Path, clock: FakeClock) -> None:
+    origin = AthenaOrigin(region=REGION, sleep=clock.sleep, clock=clock)
+    a, s = origin.clients()
+    double = AthenaDouble(a, s, str(lake))
+    r = run(origin, "SELECT id, txt FROM typed ORDER BY id")
+    assert "ResultConfiguration" not in double.started[-1]
+    assert r.rows == [(1, 'it\'s "quoted", ok'), (2, None), (3, "")]
+
+
+def test_clients_are_made_once_per_container(athena: Any) -> None:
+    first = athena.clients()
+    run(athena, "SELECT count(*) AS n FROM customers")
+    run(athena, "SELECT count(*) AS n FROM customers")
+    assert athena.clients() is first
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATHENA_WARM_WORKGROUP", "analysts")
+    monkeypatch.setenv("ATHENA_WARM_QUERY_TIMEOUT", "3m")
+    monkeypatch.setenv("ATHENA_WARM_S3_STAGING_DIR", "s3://b/p/")
+    o = AthenaOrigin(query_timeout="90s")
+    assert o.workgroup == "analysts" and o.query_timeout == 90.0 and o.s3_staging_dir == "s3://b/p/"
+    monkeypatch.setenv("ATHENA_WARM_S3_STAGING_DIR", "my-bucket/prefix")
+    with pytest.raises(Exception, match="s3://"):
+        AthenaOrigin()
+
+
+def test_a_mapping_loads_through_athena(athena: Any, make_cache: Any) -> None:
+    Mapping("active", sql="SELECT customer_id, account_id FROM customers WHERE active AND n < ?",
+            params=[30], key="customer_id", value="account_id", database="analytics")
+    m = make_cache(athena).get("active")
+    assert m["C0003"] == "A3" and len(m) == 10 and m.meta.tier == "origin"
+    assert m.meta.query_id in athena.double.backend.executions
+    assert boto3.client("s3", region_name=REGION).list_objects_v2(
+        Bucket="athena-results")["KeyCount"] >= 1
