@@ -1,0 +1,47 @@
+"""Packaging and cold start: the wheel ships athena_warm.adapters; import stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ["boto3", "botocore", "pyathena", "redis", "duckdb", "sqlglot", "pyarrow", "pandas"]
+
+
+def test_import_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, time, json; t = time.perf_counter(); import athena_warm; "
+        "ms = (time.perf_counter() - t) * 1000; "
+        f"print(json.dumps({{'ms': ms, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert report["heavy"] == [], f"imported at import time: {report['heavy']}"
+
+
+def test_adapters_import_as_a_subpackage() -> None:
+    code = ("import athena_warm.adapters.athena, athena_warm.adapters.duckdb, sys; "
+            "print('adapters' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # never a top-level 'adapters' package
+
+
+def test_wheel_contents(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("athena_warm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ["athena_warm/__init__.py", "athena_warm/py.typed", "athena_warm/cli.py",
+                     "athena_warm/adapters/__init__.py", "athena_warm/adapters/athena.py",
+                     "athena_warm/adapters/duckdb.py"]:
+        assert expected in names, expected
+    assert not any(n.startswith(("adapters/", "tests/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "athena-warm = athena_warm.cli:main" in text
