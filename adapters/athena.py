@@ -79,8 +79,10 @@ class AthenaOrigin:
     ) -> None:
         def dur(v: str | float | None, env: str, default: str) -> float:
             what = f"athena {env.lower()}"
-            raw = resolve(v, env, default, lambda s: parse_duration(s, what=what))
-            return parse_duration(raw, what=what)
+            if v is not None:
+                return parse_duration(v, what=what)
+            return resolve(None, env, parse_duration(default),
+                           lambda s: parse_duration(s, what=what))
 
         self.workgroup: str = resolve(workgroup, "WORKGROUP", "primary")
         self.s3_staging_dir: str | None = resolve(s3_staging_dir, "S3_STAGING_DIR", None)
@@ -221,7 +223,7 @@ class AthenaOrigin:
             raw_rows = self._read_pages(athena, query_id)
         if raw_rows and [v for v in raw_rows[0]] == [c.name for c in columns]:
             raw_rows = raw_rows[1:]  # the header row of a SELECT
-        rows = [tuple(conv(v) for conv, v in zip(converters, r)) for r in raw_rows]
+        rows = [tuple(conv(v) for conv, v in zip(converters, r, strict=True)) for r in raw_rows]
         scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
         return QueryResult(columns=columns, rows=rows, query_id=query_id, bytes_scanned=scanned)
 

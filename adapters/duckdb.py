@@ -35,7 +35,7 @@ def _literal(text: str) -> str:
 
 
 def athena_type(duck_type: str) -> str:
-    """DuckDB's type name in Athena's words (``VARCHAR`` -> ``varchar``, ``BIGINT`` -> ``bigint``)."""
+    """DuckDB's type name in Athena's words (``VARCHAR`` -> ``varchar``)."""
     t = duck_type.lower()
     return {
         "timestamp with time zone": "timestamp with time zone",

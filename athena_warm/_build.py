@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from itertools import islice
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from ._declare import Mapping
@@ -59,7 +59,7 @@ def build(decl: Mapping, result: QueryResult) -> Built:
     else:
         keys = [tuple(r[i] for i in ki) for r in rows]
     if not vi:
-        values: list[Any] = [dict(zip(names, r)) for r in rows]
+        values: list[Any] = [dict(zip(names, r, strict=True)) for r in rows]
     elif len(vi) == 1:
         v0 = vi[0]
         values = [r[v0] for r in rows]
@@ -68,13 +68,10 @@ def build(decl: Mapping, result: QueryResult) -> Built:
 
     # Fast path: the common case (no NULL key, no duplicate) costs one dict() and a length check.
     if decl.on_duplicate == "first":
-        data = dict(zip(reversed(keys), reversed(values)))
+        data = dict(zip(reversed(keys), reversed(values), strict=True))
     else:
-        data = dict(zip(keys, values))
-    if len(ki) == 1:
-        has_null = None in data
-    else:
-        has_null = any(None in k for k in data)
+        data = dict(zip(keys, values, strict=True))
+    has_null = None in data if len(ki) == 1 else any(None in k for k in data)
     nulls = sum(1 for k in keys if _is_null(k)) if has_null else 0
     if nulls:
         if decl.on_null_key == "error":

@@ -90,12 +90,20 @@ class Cache:
         ``force_fetch=True`` skips L1 and loads a new copy (as Powertools' get_parameter).
         """
         if not force_fetch:
-            view = self.pinned.get(name)
-            if view is not None:
-                return view
+            if self.pinned:
+                view = self.pinned.get(name)
+                if view is not None:
+                    return view
+            decl = self.registry.get(name)
+            if decl is not None:  # an L1 hit: a dict lookup and a clock read, no lock
+                entry = self.l1.get_fresh(decl.l1_key)
+                if entry is not None:
+                    return self._serve(name, entry, hit=True)
         decl = self.declaration(name)
-        key = (name, decl.fingerprint)
-        entry, hit = self.l1.get_or_load(key, lambda: self._load(decl), force=force_fetch)
+        entry, hit = self.l1.load(decl.l1_key, lambda: self._load(decl), force=force_fetch)
+        return self._serve(name, entry, hit=hit)
+
+    def _serve(self, name: str, entry: Entry, *, hit: bool) -> MappingView:
         view = entry.view
         if hit and view.meta.tier != "l1":
             # Set once per copy; the first reader saw the tier it was loaded from.
@@ -178,7 +186,7 @@ class Cache:
         """What L1 holds: one dict per copy, with its age and time to expiry in seconds."""
         now = self.clock()
         out = []
-        for (name, fp), e in self.l1.items():
+        for (_, fp), e in self.l1.items():
             out.append({
                 **e.view.meta.as_dict(),
                 "fingerprint": fp,
@@ -227,7 +235,7 @@ def get_mapping(name: str, *, force_fetch: bool = False) -> MappingView:
 
     ``m.meta`` tells the tier it came from, its generation, when it was loaded and its rows.
     """
-    if not force_fetch:
+    if _pinned and not force_fetch:  # inside an invocation: the copy it already checked
         view = _pinned.get(name)
         if view is not None:
             return view

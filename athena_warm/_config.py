@@ -22,7 +22,7 @@ _BYTES_IUNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def parse_duration(value: str | float | timedelta, *, what: str = "duration") -> float:
-    """``"24h"``, ``"7d"``, ``"30m"``, ``"15s"``, ``"250ms"``, a number of seconds, or a timedelta."""
+    """``"24h"``, ``"7d"``, ``"30m"``, ``"15s"``, ``"250ms"``, seconds, or a timedelta."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool):

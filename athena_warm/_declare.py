@@ -1,4 +1,4 @@
-"""Declaring mappings: the ``Mapping`` dataclass, the registry, and loading from a module or TOML."""
+"""Declaring mappings: the ``Mapping`` dataclass, the registry, loading from a module or TOML."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ._config import parse_duration
 from .exceptions import ConfigurationError, DeclarationError, UnknownMappingError
@@ -56,7 +56,8 @@ def _check_param(name: str, i: int, v: object) -> None:
     if isinstance(v, datetime) and v.tzinfo is not None:
         raise DeclarationError(
             f"mapping {name!r}: parameter {i} is a timezone-aware datetime; Athena TIMESTAMP "
-            "has no zone: convert it to UTC and drop tzinfo (v.astimezone(UTC).replace(tzinfo=None))"
+            "has no zone: convert it to UTC and drop tzinfo "
+            "(v.astimezone(timezone.utc).replace(tzinfo=None))"
         )
     if v is not None and not isinstance(v, (str, int, float, Decimal, date, datetime)):
         raise DeclarationError(
@@ -102,6 +103,7 @@ class Mapping:
     key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     value_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     fingerprint: str = field(init=False, repr=False, compare=False)
+    l1_key: tuple[str, str] = field(init=False, repr=False, compare=False)  # (name, fingerprint)
 
     def __init__(
         self,
@@ -182,6 +184,7 @@ class Mapping:
         s(self, "key_columns", kcols)
         s(self, "value_columns", vcols)
         s(self, "fingerprint", self._compute_fingerprint())
+        s(self, "l1_key", (name, self.fingerprint))
         if register:
             REGISTRY.register(self)
 
@@ -207,6 +210,8 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, Mapping] = {}
         self._lock = threading.Lock()
+        # The read path's lookup: the dict's own bound get, no Python frame.
+        self.get: Callable[[str], Mapping | None] = self._by_name.get
 
     def register(self, mapping: Mapping) -> Mapping:
         with self._lock:
@@ -227,9 +232,6 @@ class Registry:
     def clear(self) -> None:
         with self._lock:
             self._by_name.clear()
-
-    def get(self, name: str) -> Mapping | None:
-        return self._by_name.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

@@ -162,7 +162,8 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] + "\n")
+        cells = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
+        out.write(f"{cells}  {row[-1]}\n")
     hits = [r["latency_s"] for r in records if r["tier"] == "l1"]
     loads = [r["latency_s"] for r in records if r["tier"] == "origin"]
     if hits and loads:

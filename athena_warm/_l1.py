@@ -2,15 +2,15 @@
 
 Entries are keyed by (mapping name, fingerprint), so two declarations never share a copy. TTL
 runs on an injected monotonic clock. A byte bound (estimated) evicts the least recently used
-entries across mappings. N threads that miss the same key at once cause one load; the others
+entries across mappings (a hit stamps the entry, without a lock). N threads that miss the same key at once cause one load; the others
 wait for it (in-process single-flight).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ class Entry:
     loaded_mono: float  # monotonic time of the load
     fresh_until: float  # monotonic deadline after which the copy is stale
     nbytes: int
+    last_used: int = 0  # tick of the latest hit, for LRU eviction
 
 
 class _Flight:
@@ -53,36 +54,37 @@ class L1:
     def __init__(self, *, max_bytes: int, clock: Callable[[], float]) -> None:
         self.max_bytes = max_bytes
         self.clock = clock
-        self._entries: OrderedDict[L1Key, Entry] = OrderedDict()
+        self._entries: dict[L1Key, Entry] = {}
         self._flights: dict[L1Key, _Flight] = {}
         self._lock = threading.Lock()
         self._bytes = 0
+        self._ticks = itertools.count(1)  # next() is atomic under the GIL
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get_fresh(self, key: L1Key) -> Entry | None:
-        """The entry if it is still fresh (and mark it recently used), else None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or self.clock() >= entry.fresh_until:
-                return None
-            self._entries.move_to_end(key)
+        """The entry if it is still fresh (stamped as used), else None. Lock-free: the hot path."""
+        entry = self._entries.get(key)
+        if entry is not None and self.clock() < entry.fresh_until:
+            entry.last_used = next(self._ticks)
             return entry
+        return None
 
     def peek(self, key: L1Key) -> Entry | None:
         """The entry, fresh or stale, without touching its recency."""
         return self._entries.get(key)
 
-    def get_or_load(
+    def load(
         self, key: L1Key, load: Callable[[], Entry], *, force: bool = False
     ) -> tuple[Entry, bool]:
-        """Return (entry, hit). On a miss (or ``force``) one caller runs ``load``; concurrent
-        callers for the same key wait for that load and share its result or its error."""
+        """Return (entry, hit). Unless another caller filled the key meanwhile (``hit``), one
+        caller runs ``load``; concurrent callers for the same key wait for that load and share
+        its result or its error. ``force`` loads even over a fresh entry."""
         with self._lock:
             if not force:
                 entry = self._entries.get(key)
                 if entry is not None and self.clock() < entry.fresh_until:
-                    self._entries.move_to_end(key)
+                    entry.last_used = next(self._ticks)
                     return entry, True
             flight = self._flights.get(key)
             leader = flight is None
@@ -111,15 +113,16 @@ class L1:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
+            entry.last_used = next(self._ticks)
             self._entries[key] = entry
             self._bytes += entry.nbytes
             self._evict_locked(keep=key)
 
     def _evict_locked(self, *, keep: L1Key) -> None:
         while self._bytes > self.max_bytes and len(self._entries) > 1:
-            victim = next(iter(self._entries))
-            if victim == keep:  # the newest entry is the only one left over budget
-                break
+            victim = min(
+                (k for k in self._entries if k != keep), key=lambda k: self._entries[k].last_used
+            )
             gone = self._entries.pop(victim)
             self._bytes -= gone.nbytes
             log.info(

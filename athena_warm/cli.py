@@ -55,7 +55,8 @@ def _declared(args: argparse.Namespace) -> Any:
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _human_seconds(s: float) -> str:
@@ -130,7 +131,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 def _coerce_like(key: Any, sample: Any) -> Any:
     if isinstance(key, tuple) and isinstance(sample, tuple):
-        return tuple(_coerce_like(k, s) for k, s in zip(key, sample))
+        return tuple(_coerce_like(k, s) for k, s in zip(key, sample, strict=True))
     if isinstance(sample, int) and not isinstance(sample, bool):
         try:
             return int(key)

@@ -16,10 +16,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from athena_warm.adapters.duckdb import DuckDBOrigin
 from moto.athena.models import QueryResults, athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from athena_warm.adapters.duckdb import DuckDBOrigin
 from athena_warm.exceptions import OriginError
 
 _LITERAL = re.compile(

@@ -105,8 +105,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def athena(aws: None, lake: Path, clock: FakeClock) -> Any:
     """An AthenaOrigin on moto whose results DuckDB computes from the real SQL."""
     import boto3
-
     from athena_warm.adapters.athena import AthenaOrigin
+
     from tests.athena_double import AthenaDouble
 
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="athena-results")

@@ -7,10 +7,10 @@ from typing import Any
 
 import boto3
 import pytest
+from athena_warm.adapters.athena import AthenaOrigin, athena_literal
 from botocore.awsrequest import AWSResponse
 
 from athena_warm import Mapping, OriginError, OriginTimeoutError
-from athena_warm.adapters.athena import AthenaOrigin, athena_literal
 from tests.athena_double import AthenaDouble, parse_literal
 from tests.conftest import REGION, FakeClock
 

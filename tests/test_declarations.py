@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -162,7 +161,7 @@ def test_empty_result_is_an_error_unless_allowed(duck: Any, clock: Any) -> None:
 
 def test_sql_error_names_the_mapping(duck: Any, clock: Any) -> None:
     Mapping("broken", sql="SELECT nope FROM customers", database="analytics", key="nope")
-    with pytest.raises(OriginError, match="mapping 'broken'.*nope"):
+    with pytest.raises(OriginError, match=r"mapping 'broken'.*nope"):
         Cache(origin=duck, clock=clock).get("broken")
 
 
