@@ -2,8 +2,8 @@
 
 Entries are keyed by (mapping name, fingerprint), so two declarations never share a copy. TTL
 runs on an injected monotonic clock. A byte bound (estimated) evicts the least recently used
-entries across mappings (a hit stamps the entry, without a lock). N threads that miss the same key at once cause one load; the others
-wait for it (in-process single-flight).
+entries across mappings (a hit stamps the entry, without a lock). N threads that miss the same
+key at once cause one load; the others wait for it (in-process single-flight).
 """
 
 from __future__ import annotations

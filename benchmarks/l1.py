@@ -3,8 +3,8 @@
     python benchmarks/l1.py [--rows 200000] [--lookups 200000] [--repeat 7]
 
 Every figure is nanoseconds per lookup of a random existing key in a warm 200k-row mapping,
-the best of --repeat interleaved runs of a loop over --lookups keys (loop overhead included, as in a real
-handler). Ratios are against the plain dict. Needs the local extra (duckdb) for the data.
+the best of --repeat interleaved runs of a loop over --lookups keys (loop overhead included,
+as in a real handler). Ratios are against the plain dict. Needs the local extra (duckdb) for the data.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import athena_warm  # noqa: E402
-from athena_warm._demo import declare, write_sample_data  # noqa: E402
+import athena_warm
+from athena_warm._demo import declare, write_sample_data
 
 
 def main() -> None:
@@ -60,7 +60,8 @@ def main() -> None:
 
     env: dict[str, Any] = {
         "keys": keys, "plain": plain, "m": m, "get_mapping": athena_warm.get_mapping,
-        "per_key": per_key, "proxy": types.MappingProxyType(plain), "whole": whole, "seed_lookup": seed_lookup,
+        "per_key": per_key, "proxy": types.MappingProxyType(plain), "whole": whole,
+        "seed_lookup": seed_lookup,
     }
     n, r = args.lookups, args.repeat
     cases: list[tuple[str, str, bool]] = [  # (label, statement, inside an invocation scope)
