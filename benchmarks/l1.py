@@ -4,7 +4,7 @@
 
 Every figure is nanoseconds per lookup of a random existing key in a warm 200k-row mapping,
 the best of --repeat interleaved runs of a loop over --lookups keys (loop overhead included,
-as in a real handler). Ratios are against the plain dict. Needs the local extra (duckdb) for the data.
+as in a real handler). Ratios are against the plain dict. Needs the local extra (duckdb).
 """
 
 from __future__ import annotations
