@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import math
@@ -15,8 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from ._config import parse_duration
 from .exceptions import ConfigurationError, DeclarationError, UnknownMappingError
@@ -268,6 +268,9 @@ def load_app(target: str) -> None:
     with _load_lock:
         if f"app:{target}" in _loaded_sources:
             return
+        import importlib.util
+        from pathlib import Path
+
         path = Path(target)
         try:
             if target.endswith(".py") or path.is_file():
@@ -324,6 +327,8 @@ def load_config(path: str | Path) -> list[Mapping]:
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
+
+    from pathlib import Path
 
     p = Path(path)
     with _load_lock:
