@@ -186,10 +186,9 @@ class Cache:
         """What L1 holds: one dict per copy, with its age and time to expiry in seconds."""
         now = self.clock()
         out = []
-        for (_, fp), e in self.l1.items():
+        for _, e in self.l1.items():
             out.append({
                 **e.view.meta.as_dict(),
-                "fingerprint": fp,
                 "age_s": round(now - e.loaded_mono, 3),
                 "expires_in_s": round(e.fresh_until - now, 3),
                 "fresh": now < e.fresh_until,

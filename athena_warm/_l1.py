@@ -70,10 +70,6 @@ class L1:
             return entry
         return None
 
-    def peek(self, key: L1Key) -> Entry | None:
-        """The entry, fresh or stale, without touching its recency."""
-        return self._entries.get(key)
-
     def load(
         self, key: L1Key, load: Callable[[], Entry], *, force: bool = False
     ) -> tuple[Entry, bool]:
