@@ -9,6 +9,7 @@ from itertools import islice
 from typing import Any
 
 from ._declare import Mapping
+from ._view import MappingView
 from .exceptions import DuplicateKeyError, EmptyResultError, MissingColumnError, NullKeyError
 from .origin import QueryResult
 
@@ -17,7 +18,7 @@ _SHOW = 5  # how many offending keys an error names
 
 @dataclass(frozen=True, slots=True)
 class Built:
-    data: dict[Any, Any]
+    data: MappingView  # built in place: no second copy of a large mapping
     null_keys_skipped: int
     nbytes: int
 
@@ -68,9 +69,9 @@ def build(decl: Mapping, result: QueryResult) -> Built:
 
     # Fast path: the common case (no NULL key, no duplicate) costs one dict() and a length check.
     if decl.on_duplicate == "first":
-        data = dict(zip(reversed(keys), reversed(values), strict=True))
+        data = MappingView(zip(reversed(keys), reversed(values), strict=True))
     else:
-        data = dict(zip(keys, values, strict=True))
+        data = MappingView(zip(keys, values, strict=True))
     has_null = None in data if len(ki) == 1 else any(None in k for k in data)
     nulls = sum(1 for k in keys if _is_null(k)) if has_null else 0
     if nulls:
@@ -82,7 +83,7 @@ def build(decl: Mapping, result: QueryResult) -> Built:
                 count=nulls,
             )
         for k in [k for k in data if _is_null(k)]:
-            del data[k]
+            dict.__delitem__(data, k)  # the view is read-only to everyone else
     if decl.on_duplicate == "error" and len(data) != len(keys) - nulls:
         seen: set[Any] = set()
         dups: dict[Any, None] = {}

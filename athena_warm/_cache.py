@@ -129,7 +129,7 @@ class Cache:
             )
             raise exc.with_mapping(decl.name) from exc.__cause__
         built = build(decl, result)
-        view = MappingView(built.data)
+        view = built.data
         view.meta = MappingMeta(
             name=decl.name,
             tier="origin",
