@@ -1,7 +1,8 @@
 """athena-warm: serve Athena query results to AWS Lambda functions from warm memory.
 
-Tiers: L1 (this process's memory) -> [L2: Redis/Valkey, later] -> origin (Athena, or DuckDB
-locally). Nothing heavy (boto3, pyathena, redis, duckdb) is imported until first use.
+Tiers: L1 (this process's memory) -> L2 (optional: Redis/Valkey/ElastiCache, shared by the
+fleet) -> origin (Athena, or DuckDB locally). Nothing heavy (boto3, pyathena, redis, duckdb)
+is imported until first use.
 """
 
 from ._cache import Cache, clear_caches, configure, default_cache, get_mapping, invalidate
@@ -13,6 +14,7 @@ from .exceptions import (
     DeclarationError,
     DuplicateKeyError,
     EmptyResultError,
+    L2Error,
     MissingColumnError,
     NullKeyError,
     OriginError,
@@ -21,6 +23,7 @@ from .exceptions import (
     ResultShapeError,
     UnknownMappingError,
 )
+from .l2 import SharedTier, open_l2
 from .origin import Column, Origin, QueryResult, open_origin
 
 __version__ = "0.1.0"
@@ -34,6 +37,7 @@ __all__ = [
     "DeclarationError",
     "DuplicateKeyError",
     "EmptyResultError",
+    "L2Error",
     "Mapping",
     "MappingMeta",
     "MappingView",
@@ -46,6 +50,7 @@ __all__ = [
     "ReadOnlyMappingError",
     "Registry",
     "ResultShapeError",
+    "SharedTier",
     "UnknownMappingError",
     "__version__",
     "clear_caches",
@@ -55,6 +60,7 @@ __all__ = [
     "invalidate",
     "load_config",
     "load_declarations",
+    "open_l2",
     "open_origin",
     "unregister",
 ]

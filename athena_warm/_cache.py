@@ -1,4 +1,4 @@
-"""The read path: ``get_mapping(name)`` -> L1 -> origin, filling the tiers above.
+"""The read path: ``get_mapping(name)`` -> L1 -> L2 -> origin, filling the tiers above.
 
 ``Cache`` holds one process's tiers and origin. A module-level default instance serves
 ``get_mapping()``; tests and advanced users build their own with injected clocks and origins.
@@ -19,30 +19,37 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._build import build
-from ._config import default_l1_max_bytes, parse_bytes, resolve
+from ._build import build, estimate_bytes
+from ._codec import VALUE_ROW, VALUE_SCALAR, VALUE_TUPLE, CorruptPayloadError, decode, encode
+from ._config import default_l1_max_bytes, parse_bytes, parse_duration, resolve
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._l1 import L1, Entry
 from ._view import MappingMeta, MappingView
 from .exceptions import OriginError, UnknownMappingError
+from .l2 import SharedTier, open_l2
 from .origin import Origin, open_origin
 
 log = logging.getLogger("athena_warm")
 
 
 class Cache:
-    """One process's cache: registry, L1, origin, clocks.
+    """One process's cache: registry, L1, optional L2, origin, clocks.
 
     ``clock`` is monotonic seconds (TTL arithmetic); ``wall_clock`` is epoch seconds (only for
-    ``loaded_at``, which other processes may read).
+    data other processes read: when a copy was made). ``l2`` is a SharedTier, a
+    ``redis://``/``rediss://`` URL, or ``False`` for none; unset, ``$ATHENA_WARM_REDIS_URL``.
+    ``check_interval`` is how often a warm copy asks L2 whether its mapping was invalidated.
     """
 
     def __init__(
         self,
         *,
         origin: Origin | str | None = None,
+        l2: SharedTier | str | bool | None = None,
         registry: Registry | None = None,
         l1_max_bytes: int | str | None = None,
+        check_interval: str | float | None = None,
+        signing_key: str | bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -57,6 +64,19 @@ class Cache:
         self._origin_arg = origin
         self._origin: Origin | None = origin if isinstance(origin, Origin) else None
         self._origin_lock = threading.Lock()
+        if l2 is False:
+            self.l2: SharedTier | None = None
+        elif isinstance(l2, SharedTier):
+            self.l2 = l2
+        else:
+            self.l2 = open_l2(l2 if isinstance(l2, str) else None)
+        self.check_interval = (
+            parse_duration(check_interval, what="check_interval") if check_interval is not None
+            else resolve(None, "CHECK_INTERVAL", 30.0,
+                         lambda v: parse_duration(v, what="check_interval"))
+        )
+        key = resolve(signing_key, "SIGNING_KEY", None)
+        self.signing_key: bytes | None = key.encode() if isinstance(key, str) else key
         # name -> view, valid until the current invocation ends; see the module docstring.
         self.pinned: dict[str, MappingView] = {}
         self._scope_depth = 0
@@ -85,9 +105,10 @@ class Cache:
         return decl
 
     def get(self, name: str, *, force_fetch: bool = False) -> MappingView:
-        """The mapping called ``name``: from L1 if fresh, else loaded from the origin.
+        """The mapping called ``name``: from L1 if fresh, else L2, else the origin.
 
-        ``force_fetch=True`` skips L1 and loads a new copy (as Powertools' get_parameter).
+        ``force_fetch=True`` skips L1 (as Powertools' get_parameter): the fleet's copy in L2 if
+        it is fresh, else the origin. ``refresh(name)`` always queries the origin.
         """
         if not force_fetch:
             if self.pinned:
@@ -98,21 +119,122 @@ class Cache:
             if decl is not None:  # an L1 hit: a dict lookup and a clock read, no lock
                 entry = self.l1.get_fresh(decl.l1_key)
                 if entry is not None:
-                    return self._serve(name, entry, hit=True)
+                    return self._serve(name, entry)
         decl = self.declaration(name)
-        entry, hit = self.l1.load(decl.l1_key, lambda: self._load(decl), force=force_fetch)
-        return self._serve(name, entry, hit=hit)
+        entry = self.l1.load(decl.l1_key, lambda stale: self._fill(decl, stale),
+                             force=force_fetch)
+        return self._serve(name, entry)
 
-    def _serve(self, name: str, entry: Entry, *, hit: bool) -> MappingView:
+    def refresh(self, name: str) -> MappingView:
+        """Query the origin now, publish the new copy to L2 and hold it in L1."""
+        decl = self.declaration(name)
+        entry = self.l1.load(decl.l1_key, lambda _: self._fill(decl, None, origin=True),
+                             force=True)
+        return self._serve(name, entry)
+
+    def _serve(self, name: str, entry: Entry) -> MappingView:
         view = entry.view
-        if hit and view.meta.tier != "l1":
-            # Set once per copy; the first reader saw the tier it was loaded from.
-            view.meta = _with_tier(view.meta, "l1")
+        if entry.served:
+            if view.meta.tier != "l1":  # once per copy
+                view.meta = _with_tier(view.meta, "l1")
+        else:
+            entry.served = True  # this first reader sees where the copy came from
         if self._scope_depth:
             self.pinned[name] = view
         return view
 
-    def _load(self, decl: Mapping) -> Entry:
+    def _fill(self, decl: Mapping, stale: Entry | None, *, origin: bool = False) -> Entry:
+        """Make a usable entry: revalidate ``stale``, or read L2, or query the origin."""
+        now = self.clock()
+        generation = self.l2.generation(decl.name) if self.l2 is not None else None
+        if stale is not None and now < stale.expires_at:
+            # Only the generation check was due: keep the copy unless it was invalidated.
+            if generation is None or generation <= stale.generation:
+                return dataclasses.replace(
+                    stale, fresh_until=self._next_look(now, stale.expires_at))
+            log.info(
+                "athena-warm: %s was invalidated (generation %d -> %d); reloading",
+                decl.name, stale.generation, generation,
+                extra={"mapping": decl.name, "event": "invalidated", "generation": generation},
+            )
+        if not origin and generation is not None:
+            entry = self._from_l2(decl, generation)
+            if entry is not None:
+                return entry
+        if generation is None:  # no L2, or unreachable: keep the generation we knew
+            generation = stale.generation if stale is not None else 0
+        entry = self._from_origin(decl, generation)
+        self._to_l2(decl, entry)
+        return entry
+
+    def _next_look(self, now: float, expires_at: float) -> float:
+        if self.l2 is None:
+            return expires_at
+        return min(expires_at, now + self.check_interval)
+
+    def _from_l2(self, decl: Mapping, generation: int) -> Entry | None:
+        assert self.l2 is not None
+        start = time.perf_counter()
+        blob = self.l2.read(decl.name, decl.fingerprint)
+        if blob is None:
+            return None
+        try:
+            view, header, extras = decode(blob, fingerprint=decl.fingerprint,
+                                          signing_key=self.signing_key)
+        except CorruptPayloadError as exc:
+            log.warning(
+                "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the "
+                "next load replaces it", decl.name, exc.reason,
+                extra={"mapping": decl.name, "event": "l2_corrupt", "reason": exc.reason},
+            )
+            return None
+        if header.generation < generation:
+            return None  # invalidated since it was stored
+        age = max(0.0, self.wall_clock() - header.created_at)
+        if age >= decl.ttl:
+            return None  # stale
+        nbytes = estimate_bytes(view)
+        view.meta = MappingMeta(
+            name=decl.name, tier="l2", source="l2", generation=header.generation,
+            loaded_at=header.created_at, rows=header.rows, fingerprint=decl.fingerprint,
+            null_keys_skipped=int(extras.get("null_keys_skipped", 0)), nbytes=nbytes,
+            query_id=extras.get("query_id"),
+        )
+        now = self.clock()
+        expires_at = now + decl.ttl - age
+        ms = (time.perf_counter() - start) * 1000
+        log.info(
+            "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
+            decl.name, header.rows, len(blob), age, ms,
+            extra={"mapping": decl.name, "event": "load", "tier": "l2", "rows": header.rows,
+                   "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
+                   "generation": header.generation},
+        )
+        return Entry(view=view, loaded_mono=now - age, expires_at=expires_at,
+                     fresh_until=self._next_look(now, expires_at), nbytes=nbytes,
+                     generation=header.generation)
+
+    def _to_l2(self, decl: Mapping, entry: Entry) -> None:
+        if self.l2 is None:
+            return
+        meta = entry.view.meta
+        blob = encode(
+            entry.view, fingerprint=decl.fingerprint, generation=entry.generation,
+            created_at=meta.loaded_at, key_arity=len(decl.key_columns),
+            value_kind=(VALUE_ROW if not decl.value_columns else
+                        VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
+            extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped},
+            signing_key=self.signing_key,
+        )
+        if self.l2.write(decl.name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale):
+            log.info(
+                "athena-warm: published %s to L2: %d rows, %d bytes, generation %d",
+                decl.name, meta.rows, len(blob), entry.generation,
+                extra={"mapping": decl.name, "event": "publish", "tier": "l2",
+                       "rows": meta.rows, "bytes": len(blob), "generation": entry.generation},
+            )
+
+    def _from_origin(self, decl: Mapping, generation: int) -> Entry:
         start = time.perf_counter()
         try:
             result = self.origin.query(
@@ -134,7 +256,7 @@ class Cache:
             name=decl.name,
             tier="origin",
             source="origin",
-            generation=0,
+            generation=generation,
             loaded_at=self.wall_clock(),
             rows=len(built.data),
             fingerprint=decl.fingerprint,
@@ -150,10 +272,13 @@ class Cache:
             extra={
                 "mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
                 "nbytes": built.nbytes, "ms": round(ms, 1), "query_id": result.query_id,
-                "null_keys_skipped": built.null_keys_skipped,
+                "null_keys_skipped": built.null_keys_skipped, "generation": generation,
             },
         )
-        return Entry(view=view, loaded_mono=now, fresh_until=now + decl.ttl, nbytes=built.nbytes)
+        expires_at = now + decl.ttl
+        return Entry(view=view, loaded_mono=now, expires_at=expires_at,
+                     fresh_until=self._next_look(now, expires_at), nbytes=built.nbytes,
+                     generation=generation)
 
     # -- invocation scope ------------------------------------------------------------------------
 
@@ -171,11 +296,20 @@ class Cache:
 
     # -- management ------------------------------------------------------------------------------
 
-    def invalidate(self, name: str) -> int:
-        """Drop this process's copies of ``name`` (local only until an L2 tier is configured)."""
+    def invalidate(self, name: str) -> int | None:
+        """Make every container reload ``name``: bump its generation in L2 and drop this
+        process's copy. Returns the new generation; None without L2, where only this process
+        is affected (other containers keep their copies until their TTL ends)."""
         self.declaration(name)
+        generation = self.l2.bump(name) if self.l2 is not None else None
         self.pinned.pop(name, None)
-        return self.l1.discard(name)
+        self.l1.discard(name)
+        log.info(
+            "athena-warm: invalidated %s (%s)", name,
+            f"generation {generation}" if generation is not None else "this process only: no L2",
+            extra={"mapping": name, "event": "invalidate", "generation": generation},
+        )
+        return generation
 
     def clear(self) -> None:
         """Empty L1 (as Powertools' clear_caches)."""
@@ -190,8 +324,8 @@ class Cache:
             out.append({
                 **e.view.meta.as_dict(),
                 "age_s": round(now - e.loaded_mono, 3),
-                "expires_in_s": round(e.fresh_until - now, 3),
-                "fresh": now < e.fresh_until,
+                "expires_in_s": round(e.expires_at - now, 3),
+                "fresh": now < e.expires_at,
             })
         return out
 
@@ -246,6 +380,7 @@ def clear_caches() -> None:
     (_default or default_cache()).clear()
 
 
-def invalidate(name: str) -> int:
-    """Drop this process's copies of ``name`` so the next read reloads it."""
+def invalidate(name: str) -> int | None:
+    """Make containers reload ``name``: every warm one with L2 (returns the new generation),
+    only this process without L2 (returns None)."""
     return (_default or default_cache()).invalidate(name)

