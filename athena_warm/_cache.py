@@ -193,7 +193,7 @@ class Cache:
         age = max(0.0, self.wall_clock() - header.created_at)
         if age >= decl.ttl:
             return None  # stale
-        nbytes = estimate_bytes(view)
+        nbytes = int(extras.get("nbytes") or 0) or estimate_bytes(view)  # the writer measured it
         view.meta = MappingMeta(
             name=decl.name, tier="l2", source="l2", generation=header.generation,
             loaded_at=header.created_at, rows=header.rows, fingerprint=decl.fingerprint,
@@ -223,7 +223,8 @@ class Cache:
             created_at=meta.loaded_at, key_arity=len(decl.key_columns),
             value_kind=(VALUE_ROW if not decl.value_columns else
                         VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
-            extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped},
+            extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped,
+                    "nbytes": meta.nbytes},
             signing_key=self.signing_key,
         )
         if self.l2.write(decl.name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale):
