@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -14,9 +15,10 @@ sys.path.insert(0, str(ROOT))
 
 def demo_rows(rows: int = 200_000) -> tuple[Any, Any]:
     """(declaration, QueryResult) of the demo's customer mapping, loaded through DuckDB."""
+    from athena_warm.adapters.duckdb import DuckDBOrigin
+
     import athena_warm
     from athena_warm._demo import declare, write_sample_data
-    from athena_warm.adapters.duckdb import DuckDBOrigin
 
     root = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
     write_sample_data(root, rows)

@@ -40,9 +40,9 @@ def main() -> None:
     ap.add_argument("--url")
     args = ap.parse_args()
     import redis
+    from athena_warm.adapters.redis import RedisL2
 
     from athena_warm import Cache, Column, QueryResult
-    from athena_warm.adapters.redis import RedisL2
 
     decl, result = demo_rows(args.rows)
     data = {r[0]: r[1] for r in result.rows}
