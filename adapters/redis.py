@@ -195,7 +195,7 @@ class RedisL2:
             return resolve(None, env, default, lambda s: parse_duration(s, what=env.lower()))
 
         self.connect_timeout = seconds(connect_timeout, "REDIS_CONNECT_TIMEOUT", 0.25)
-        self.socket_timeout = seconds(socket_timeout, "REDIS_SOCKET_TIMEOUT", 0.5)
+        self.socket_timeout = seconds(socket_timeout, "REDIS_SOCKET_TIMEOUT", 0.25)
         self.reset_window = seconds(reset_window, "L2_RESET_WINDOW", 30.0)
         self.chunk_bytes = (parse_bytes(chunk_bytes) if chunk_bytes is not None else
                             resolve(None, "L2_CHUNK_BYTES", 1 << 20, parse_bytes))
