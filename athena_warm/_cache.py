@@ -148,8 +148,9 @@ class Cache:
         now = self.clock()
         generation = self.l2.generation(decl.name) if self.l2 is not None else None
         if stale is not None and now < stale.expires_at:
-            # Only the generation check was due: keep the copy unless it was invalidated.
-            if generation is None or generation <= stale.generation:
+            # Only the generation check was due: keep the copy unless the generation moved
+            # (up: an invalidation; down: the counter was lost, e.g. evicted; reload either way).
+            if generation is None or generation == stale.generation:
                 return dataclasses.replace(
                     stale, fresh_until=self._next_look(now, stale.expires_at))
             log.info(
@@ -188,8 +189,8 @@ class Cache:
                 extra={"mapping": decl.name, "event": "l2_corrupt", "reason": exc.reason},
             )
             return None
-        if header.generation < generation:
-            return None  # invalidated since it was stored
+        if header.generation != generation:
+            return None  # invalidated since it was stored (or the counter was lost)
         age = max(0.0, self.wall_clock() - header.created_at)
         if age >= decl.ttl:
             return None  # stale
@@ -216,6 +217,15 @@ class Cache:
 
     def _to_l2(self, decl: Mapping, entry: Entry) -> None:
         if self.l2 is None:
+            return
+        now_generation = self.l2.generation(decl.name)
+        if now_generation is not None and now_generation > entry.generation:
+            # Invalidated while we queried: this data may predate the table update.
+            log.info(
+                "athena-warm: not publishing %s: invalidated during the load (generation %d -> "
+                "%d)", decl.name, entry.generation, now_generation,
+                extra={"mapping": decl.name, "event": "publish_skipped"},
+            )
             return
         meta = entry.view.meta
         blob = encode(

@@ -524,3 +524,35 @@ def test_password_auth_and_a_client_passed_in(own_server: Server, duck: Any) -> 
     b_origin = CountingOrigin(duck)
     b = Cache(origin=b_origin, l2=RedisL2(client=client))
     assert b.get("customers").meta.tier == "l2" and b_origin.calls == 0
+
+
+def test_a_load_overtaken_by_an_invalidation_is_not_published(fleet: Fleet) -> None:
+    declare()
+    a, _ = fleet.container()
+
+    class Invalidating(CountingOrigin):
+        def query(self, sql: str, params: Any, **kw: Any) -> Any:
+            a.invalidate("customers")  # the table changes while this query runs
+            return super().query(sql, params, **kw)
+
+    b = Cache(origin=Invalidating(fleet.duck), l2=RedisL2(fleet.url), clock=fleet.clock,
+              wall_clock=fleet.wall)
+    m = b.get("customers")
+    assert m.meta.tier == "origin" and m.meta.generation == 0
+    c, oc = fleet.container()
+    assert c.get("customers").meta.tier == "origin" and oc.calls == 1  # nothing stale in L2
+
+
+def test_a_lost_generation_counter_still_reloads(fleet: Fleet, redis_server: Server) -> None:
+    declare()
+    a, oa = fleet.container(check_interval=10)
+    a.invalidate("customers")
+    a.invalidate("customers")
+    assert a.get("customers").meta.generation == 2
+    redis_server.client().delete("athena-warm:{customers}:gen")  # evicted, or flushed
+    fleet.clock.advance(10)
+    m = a.get("customers")  # the counter went backwards: reload, and trust no older copy
+    assert (m.meta.tier, m.meta.generation, oa.calls) == ("origin", 0, 2)
+    assert a.invalidate("customers") == 1  # and invalidation works again from there
+    b, _ = fleet.container()
+    assert b.get("customers").meta.generation == 1
