@@ -219,7 +219,9 @@ class Cache:
         if self.l2 is None:
             return
         now_generation = self.l2.generation(decl.name)
-        if now_generation is not None and now_generation > entry.generation:
+        if now_generation is None:
+            return  # unreachable: do not spend the encoding
+        if now_generation > entry.generation:
             # Invalidated while we queried: this data may predate the table update.
             log.info(
                 "athena-warm: not publishing %s: invalidated during the load (generation %d -> "
