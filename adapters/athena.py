@@ -162,10 +162,16 @@ class AthenaOrigin:
         response = self._call(athena.start_query_execution, None, **request)
         return str(response["QueryExecutionId"])
 
-    def wait(self, query_id: str) -> dict[str, Any]:
-        """Poll until a final state; return the QueryExecution of a SUCCEEDED query."""
+    def wait(self, query_id: str, *, max_wait: float | None = None) -> dict[str, Any] | None:
+        """Poll until a final state; return the QueryExecution of a SUCCEEDED query.
+
+        ``max_wait`` seconds stops waiting early and returns None while the query still runs,
+        leaving it running: the caller hands its QueryExecutionId over to a later invocation.
+        ``max_wait=0`` looks once. The query timeout counts from this call.
+        """
         athena, _ = self.clients()
         deadline = self._clock() + self.query_timeout
+        until = None if max_wait is None else self._clock() + max_wait
         interval = self.poll_interval
         while True:
             qe = self._call(athena.get_query_execution, query_id, QueryExecutionId=query_id)[
@@ -183,7 +189,10 @@ class AthenaOrigin:
                     f"Athena query {query_id} {state}: {reason}",
                     origin=self.name, state=state, query_id=query_id, reason=reason,
                 )
-            remaining = deadline - self._clock()
+            now = self._clock()
+            if until is not None and now >= until:
+                return None  # still running: hand over
+            remaining = deadline - now
             if remaining <= 0:
                 self._on_timeout(query_id)
                 raise OriginTimeoutError(
@@ -194,6 +203,8 @@ class AthenaOrigin:
                     origin=self.name, state="TIMEOUT", query_id=query_id,
                     reason=f"timeout after {self.query_timeout:g}s in state {state}",
                 )
+            if until is not None:
+                remaining = min(remaining, until - now)
             self._sleep(min(interval, remaining))
             interval = min(interval * 1.5, self.max_poll_interval)
 
@@ -238,6 +249,7 @@ class AthenaOrigin:
     ) -> QueryResult:
         query_id = self.start(sql, params, database=database, workgroup=workgroup, catalog=catalog)
         execution = self.wait(query_id)
+        assert execution is not None  # no `until`: a final state or an error
         return self.fetch(query_id, execution)
 
     # -- helpers ---------------------------------------------------------------------------------

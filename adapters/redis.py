@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse, urlunparse
 
 from .._config import parse_bytes, parse_duration, resolve
+from .._policy import decode_lease, encode_lease
 from ..exceptions import ConfigurationError, L2Error
 
 log = logging.getLogger("athena_warm")
@@ -315,6 +316,20 @@ class RedisL2:
 
         return self._run("read", mapping, op, None)
 
+    def head(self, mapping: str, fingerprint: str, size: int = 88) -> bytes | None:
+        """The first ``size`` bytes of the stored blob (its header), without the rest."""
+        ptr_key = self.key(mapping, fingerprint, "ptr")
+
+        def op(c: Any) -> bytes | None:
+            ptr = c.get(ptr_key)
+            if ptr is None:
+                return None
+            version = ptr.decode().partition(":")[0]
+            got = c.getrange(self.key(mapping, fingerprint, version, "0"), 0, size - 1)
+            return bytes(got) if got else None
+
+        return self._run("read", mapping, op, None)
+
     def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float) -> bool:
         version = secrets.token_hex(6)
         size = self.chunk_bytes
@@ -351,9 +366,44 @@ class RedisL2:
                 "and that the cache is reachable from here, then run the invalidation again."
             ) from exc
 
+    # -- leases (fleet-wide single-flight) --------------------------------------------------------
+
+    def acquire(self, mapping: str, fingerprint: str, token: str, *, ttl: float) -> bool | None:
+        key = self.key(mapping, fingerprint, "lease")
+        value = encode_lease(token, {"at": time.time()})
+        return self._run("lease", mapping,
+                         lambda c: bool(c.set(key, value, nx=True, px=max(1, int(ttl * 1000)))),
+                         None)
+
+    def info(self, mapping: str, fingerprint: str) -> dict[str, Any] | None:
+        key = self.key(mapping, fingerprint, "lease")
+        return self._run("lease read", mapping, lambda c: decode_lease(c.get(key)), None)
+
+    def update(self, mapping: str, fingerprint: str, token: str, value: dict[str, Any],
+               *, ttl: float | None = None) -> bool:
+        key = self.key(mapping, fingerprint, "lease")
+        px = "" if ttl is None else str(max(1, int(ttl * 1000)))
+        return bool(self._run("lease update", mapping, lambda c: c.eval(
+            _LEASE_UPDATE, 1, key, token, encode_lease(token, value), px), 0))
+
+    def release(self, mapping: str, fingerprint: str, token: str) -> bool:
+        key = self.key(mapping, fingerprint, "lease")
+        return bool(self._run("lease release", mapping,
+                              lambda c: c.eval(_LEASE_RELEASE, 1, key, token), 0))
+
     def delete(self, mapping: str, fingerprint: str) -> None:
         """Remove the pointer (the chunks expire). For tests and operators."""
         self.client().delete(self.key(mapping, fingerprint, "ptr"))
+
+
+# The lease value starts with "<token> ": compare it without parsing, then act.
+_LEASE_HELD = "local v = redis.call('GET', KEYS[1]) " \
+    "if not v or string.sub(v, 1, string.len(ARGV[1]) + 1) ~= ARGV[1] .. ' ' then return 0 end "
+_LEASE_UPDATE = _LEASE_HELD + (
+    "if ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') "
+    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1"
+)
+_LEASE_RELEASE = _LEASE_HELD + "return redis.call('DEL', KEYS[1])"
 
 
 def _is_redis_error(exc: BaseException) -> bool:

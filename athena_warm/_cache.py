@@ -14,22 +14,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import random as _random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._build import build, estimate_bytes
-from ._codec import VALUE_ROW, VALUE_SCALAR, VALUE_TUPLE, CorruptPayloadError, decode, encode
+from ._codec import (
+    VALUE_ROW,
+    VALUE_SCALAR,
+    VALUE_TUPLE,
+    CorruptPayloadError,
+    decode,
+    encode,
+    read_header,
+)
 from ._config import default_l1_max_bytes, parse_bytes, parse_duration, resolve
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._l1 import L1, Entry
+from ._policy import Leases, LocalLeases, jittered
 from ._view import MappingMeta, MappingView
-from .exceptions import OriginError, UnknownMappingError
+from .exceptions import DeadlineError, OriginError, StaleLimitError, UnknownMappingError
 from .l2 import SharedTier, open_l2
-from .origin import Origin, open_origin
+from .origin import AsyncOrigin, Origin, QueryResult, open_origin
 
 log = logging.getLogger("athena_warm")
+
+DEADLINE_MARGIN = 0.5  # seconds kept back from an invocation's deadline to return in time
 
 
 class Cache:
@@ -39,6 +52,10 @@ class Cache:
     data other processes read: when a copy was made). ``l2`` is a SharedTier, a
     ``redis://``/``rediss://`` URL, or ``False`` for none; unset, ``$ATHENA_WARM_REDIS_URL``.
     ``check_interval`` is how often a warm copy asks L2 whether its mapping was invalidated.
+    ``retry_interval`` is how often a container serving a stale copy looks again for the
+    refreshed one; ``refresh_timeout`` how long a refresh may run before another container
+    takes it over (the lease's life when there is no invocation deadline). ``random`` (jitter)
+    and ``sleep`` (waiting for another container's refresh) are injectable for tests.
     """
 
     def __init__(
@@ -50,8 +67,12 @@ class Cache:
         l1_max_bytes: int | str | None = None,
         check_interval: str | float | None = None,
         signing_key: str | bytes | None = None,
+        retry_interval: str | float | None = None,
+        refresh_timeout: str | float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
         max_bytes = resolve(l1_max_bytes, "L1_MAX_BYTES", None, parse_bytes)
@@ -77,9 +98,21 @@ class Cache:
         )
         key = resolve(signing_key, "SIGNING_KEY", None)
         self.signing_key: bytes | None = key.encode() if isinstance(key, str) else key
+
+        def seconds(v: str | float | None, env: str, default: float) -> float:
+            if v is not None:
+                return parse_duration(v, what=env.lower())
+            return resolve(None, env, default, lambda t: parse_duration(t, what=env.lower()))
+
+        self.retry_interval = seconds(retry_interval, "RETRY_INTERVAL", 5.0)
+        self.refresh_timeout = seconds(refresh_timeout, "REFRESH_TIMEOUT", 300.0)
+        self.random = random
+        self.sleep = sleep
+        self.local_leases = LocalLeases(clock)
         # name -> view, valid until the current invocation ends; see the module docstring.
         self.pinned: dict[str, MappingView] = {}
         self._scope_depth = 0
+        self._deadline: float | None = None  # monotonic; set by invocation(remaining=)
 
     # -- origin ----------------------------------------------------------------------------------
 
@@ -104,11 +137,14 @@ class Cache:
                 raise UnknownMappingError(name, self.registry.names())
         return decl
 
-    def get(self, name: str, *, force_fetch: bool = False) -> MappingView:
+    def get(self, name: str, *, force_fetch: bool = False,
+            remaining: float | None = None) -> MappingView:
         """The mapping called ``name``: from L1 if fresh, else L2, else the origin.
 
         ``force_fetch=True`` skips L1 (as Powertools' get_parameter): the fleet's copy in L2 if
         it is fresh, else the origin. ``refresh(name)`` always queries the origin.
+        ``remaining`` is how many seconds this invocation has left (default: the invocation
+        scope's, else no limit): no blocking load starts that cannot finish in time.
         """
         if not force_fetch:
             if self.pinned:
@@ -121,16 +157,25 @@ class Cache:
                 if entry is not None:
                     return self._serve(name, entry)
         decl = self.declaration(name)
-        entry = self.l1.load(decl.l1_key, lambda stale: self._fill(decl, stale),
+        deadline = self._deadline_for(remaining)
+        entry = self.l1.load(decl.l1_key, lambda cur: self._fill(decl, cur, deadline=deadline),
                              force=force_fetch)
         return self._serve(name, entry)
 
-    def refresh(self, name: str) -> MappingView:
-        """Query the origin now, publish the new copy to L2 and hold it in L1."""
+    def refresh(self, name: str, *, remaining: float | None = None) -> MappingView:
+        """Query the origin now (as the lease holder), publish the new copy to L2, hold it in
+        L1. A refresh already running elsewhere is waited for instead of started twice."""
         decl = self.declaration(name)
-        entry = self.l1.load(decl.l1_key, lambda _: self._fill(decl, None, origin=True),
-                             force=True)
+        deadline = self._deadline_for(remaining)
+        entry = self.l1.load(
+            decl.l1_key, lambda _: self._fill(decl, None, deadline=deadline, origin=True),
+            force=True)
         return self._serve(name, entry)
+
+    def _deadline_for(self, remaining: float | None) -> float | None:
+        if remaining is not None:
+            return self.clock() + remaining
+        return self._deadline
 
     def _serve(self, name: str, entry: Entry) -> MappingView:
         view = entry.view
@@ -143,39 +188,262 @@ class Cache:
             self.pinned[name] = view
         return view
 
-    def _fill(self, decl: Mapping, stale: Entry | None, *, origin: bool = False) -> Entry:
-        """Make a usable entry: revalidate ``stale``, or read L2, or query the origin."""
+    # -- the policy: fresh, stale, too old; who refreshes ----------------------------------------
+
+    def _fill(self, decl: Mapping, cur: Entry | None, *, deadline: float | None,
+              origin: bool = False) -> Entry:
+        """Called when ``cur`` (this container's copy, if any) is due for a look: revalidate it,
+        take a newer copy from L2, or refresh (one refresher in the fleet; others serve stale)."""
         now = self.clock()
         generation = self.l2.generation(decl.name) if self.l2 is not None else None
-        if stale is not None and now < stale.expires_at:
-            # Only the generation check was due: keep the copy unless the generation moved
-            # (up: an invalidation; down: the counter was lost, e.g. evicted; reload either way).
-            if generation is None or generation == stale.generation:
-                return dataclasses.replace(
-                    stale, fresh_until=self._next_look(now, stale.expires_at))
+        too_old = cur is not None and now >= cur.stale_until
+        if too_old:
+            cur = None  # past ttl + max_stale: never served again
+        if cur is not None and generation is not None and generation != cur.generation:
             log.info(
-                "athena-warm: %s was invalidated (generation %d -> %d); reloading",
-                decl.name, stale.generation, generation,
+                "athena-warm: %s was invalidated (generation %d -> %d); refreshing",
+                decl.name, cur.generation, generation,
                 extra={"mapping": decl.name, "event": "invalidated", "generation": generation},
             )
+            cur = dataclasses.replace(cur, expires_at=now)  # stale from now on
+        elif cur is not None and not origin and now < cur.expires_at:
+            # Only the generation check was due, and the copy is current: keep it.
+            return dataclasses.replace(cur, fresh_until=self._next_look(now, cur.expires_at))
+        stale = cur
         if not origin and generation is not None:
-            entry = self._from_l2(decl, generation)
+            got = self._from_l2(decl, generation, newer_than=cur)
+            if got is not None:
+                if now < got.expires_at:
+                    return got
+                if stale is None or got.created_at > stale.created_at:
+                    stale = got  # a stale copy from L2 beats none (a cold container)
+        return self._refresh(decl, generation, stale, deadline=deadline, too_old=too_old,
+                             force=origin)
+
+    def _refresh(self, decl: Mapping, generation: int | None, stale: Entry | None, *,
+                 deadline: float | None, too_old: bool, force: bool) -> Entry:
+        gen = generation if generation is not None else (stale.generation if stale else 0)
+        token = secrets.token_hex(8)
+        leases: Leases = self.local_leases
+        won = None
+        if self.l2 is not None and generation is not None:
+            won = self.l2.acquire(decl.name, decl.fingerprint, token,
+                                  ttl=self._lease_ttl(deadline))
+            if won is not None:
+                leases = self.l2
+        if won is None:  # no L2, or unreachable: single-flight within this process
+            won = self.local_leases.acquire(decl.name, decl.fingerprint, token,
+                                            ttl=self._lease_ttl(deadline))
+        if won:
+            return self._refresh_as_holder(decl, gen, generation, stale, leases, token,
+                                           deadline=deadline, too_old=too_old, force=force)
+        info = leases.info(decl.name, decl.fingerprint) or {}
+        if info.get("query_id") and isinstance(self.origin, AsyncOrigin):
+            entry = self._collect(decl, gen, leases, info, stale, too_old=too_old)
             if entry is not None:
                 return entry
-        if generation is None:  # no L2, or unreachable: keep the generation we knew
-            generation = stale.generation if stale is not None else 0
-        entry = self._from_origin(decl, generation)
+        if stale is not None:
+            return self._serve_stale(decl, stale, "another container is refreshing it")
+        if info.get("failed"):
+            raise OriginError(
+                f"mapping {decl.name!r}: no usable copy, and the latest refresh failed "
+                f"{self.wall_clock() - float(info.get('at', 0)):.0f} s ago: {info['failed']}. "
+                f"It is retried after {self.retry_interval:g} s.",
+                mapping=decl.name, state="FAILED", query_id=info.get("query_id"),
+            )
+        return self._wait_for_refresh(decl, generation, leases, deadline=deadline,
+                                      too_old=too_old)
+
+    def _refresh_as_holder(self, decl: Mapping, gen: int, generation: int | None,
+                           stale: Entry | None, leases: Leases, token: str, *,
+                           deadline: float | None, too_old: bool, force: bool) -> Entry:
+        if not force and generation is not None:
+            # Someone may have published between our look and the lease (dogpile does not
+            # re-check here, and queries twice).
+            fresh = self._from_l2(decl, generation, newer_than=stale)
+            if fresh is not None and self.clock() < fresh.expires_at:
+                leases.release(decl.name, decl.fingerprint, token)
+                return fresh
+        try:
+            entry = self._query_origin(decl, gen, leases, token, stale, deadline=deadline)
+        except OriginError as exc:
+            # Keep the lease a little as a failure marker: the fleet does not retry at once.
+            leases.update(decl.name, decl.fingerprint, token,
+                          {"failed": str(exc)[:500], "at": self.wall_clock(),
+                           "query_id": exc.query_id}, ttl=self.retry_interval)
+            return self._stale_or_raise(decl, stale, exc, too_old=too_old)
+        if entry is None:  # handed over, or no time to start: the lease stays
+            return self._stale_or_raise(decl, stale, None, too_old=too_old, deadline=deadline,
+                                        query_id=(leases.info(decl.name, decl.fingerprint)
+                                                  or {}).get("query_id"))
         self._to_l2(decl, entry)
+        leases.release(decl.name, decl.fingerprint, token)
         return entry
+
+    def _lease_ttl(self, deadline: float | None) -> float:
+        origin = self._origin or (self.origin if self._origin_arg is not None else None)
+        if isinstance(origin, AsyncOrigin):  # a handed-over query must outlive the invocation
+            return float(getattr(origin, "query_timeout", self.refresh_timeout)) + 60.0
+        if deadline is not None:
+            return max(1.0, deadline - self.clock()) + 5.0  # the holder cannot run past it
+        return self.refresh_timeout
+
+    def _query_origin(self, decl: Mapping, gen: int, leases: Leases, token: str,
+                      stale: Entry | None, *, deadline: float | None) -> Entry | None:
+        """Run the query as the lease holder. None: still running at the deadline (its id is
+        kept with the lease for a later invocation), or not started for lack of time."""
+        origin = self.origin
+        start = time.perf_counter()
+        try:
+            if isinstance(origin, AsyncOrigin):
+                query_id = origin.start(decl.sql, decl.params, database=decl.database,
+                                        workgroup=decl.workgroup, catalog=decl.catalog)
+                leases.update(decl.name, decl.fingerprint, token,
+                              {"query_id": query_id, "at": self.wall_clock()})
+                max_wait = None
+                if deadline is not None:
+                    max_wait = max(0.0, deadline - self.clock() - DEADLINE_MARGIN)
+                execution = origin.wait(query_id, max_wait=max_wait)
+                if execution is None:
+                    log.warning(
+                        "athena-warm: refresh of %s handed over: query %s still runs at this "
+                        "invocation's deadline; a later invocation collects it", decl.name,
+                        query_id, extra={"mapping": decl.name, "event": "handover",
+                                         "query_id": query_id},
+                    )
+                    return None
+                result = origin.fetch(query_id, execution)
+            else:
+                expected = stale.load_seconds if stale is not None else 0.0
+                if deadline is not None and stale is not None and \
+                        deadline - self.clock() - DEADLINE_MARGIN < expected:
+                    log.info(
+                        "athena-warm: not refreshing %s now: the last load took %.1f s, more "
+                        "than this invocation has left", decl.name, expected,
+                        extra={"mapping": decl.name, "event": "refresh_deferred"},
+                    )
+                    return None
+                result = origin.query(decl.sql, decl.params, database=decl.database,
+                                      workgroup=decl.workgroup, catalog=decl.catalog)
+        except OriginError as exc:
+            log.error(
+                "athena-warm: loading %s from the origin failed: %s", decl.name, exc,
+                extra={"mapping": decl.name, "event": "origin_error", "query_id": exc.query_id},
+            )
+            raise exc.with_mapping(decl.name) from exc.__cause__
+        return self._entry_from_result(decl, result, gen, time.perf_counter() - start)
+
+    def _collect(self, decl: Mapping, gen: int, leases: Leases, info: dict[str, Any],
+                 stale: Entry | None, *, too_old: bool) -> Entry | None:
+        """Collect the result of a query another invocation started and handed over."""
+        origin = self.origin
+        assert isinstance(origin, AsyncOrigin)
+        query_id = str(info["query_id"])
+        start = time.perf_counter()
+        try:
+            execution = origin.wait(query_id, max_wait=0)  # one look
+            if execution is None:
+                return None  # still running
+            result = origin.fetch(query_id, execution)
+        except OriginError as exc:
+            leases.release(decl.name, decl.fingerprint, str(info.get("token")))
+            return self._stale_or_raise(decl, stale, exc.with_mapping(decl.name),
+                                        too_old=too_old)
+        entry = self._entry_from_result(decl, result, gen, time.perf_counter() - start)
+        log.info("athena-warm: collected %s from handed-over query %s", decl.name, query_id,
+                 extra={"mapping": decl.name, "event": "collect", "query_id": query_id})
+        self._to_l2(decl, entry)
+        leases.release(decl.name, decl.fingerprint, str(info.get("token")))
+        return entry
+
+    def _wait_for_refresh(self, decl: Mapping, generation: int | None, leases: Leases, *,
+                          deadline: float | None, too_old: bool) -> Entry:
+        """No copy here: wait for the refresher's copy to appear in L2 (or, without L2, for the
+        lease to go), polling with backoff up to the deadline; then take over if it died."""
+        interval = 0.05
+        limit = deadline - DEADLINE_MARGIN if deadline is not None else \
+            self.clock() + self.refresh_timeout
+        while True:
+            if generation is not None:
+                got = self._from_l2(decl, generation, newer_than=None)
+                if got is not None and self.clock() < got.expires_at:
+                    return got
+            info = leases.info(decl.name, decl.fingerprint)
+            if info is None:  # the holder finished without publishing, or died: our turn
+                return self._refresh(decl, generation, None, deadline=deadline,
+                                     too_old=too_old, force=False)
+            now = self.clock()
+            if now >= limit:
+                raise DeadlineError(
+                    f"mapping {decl.name!r}: no usable copy in this container or L2, and "
+                    f"another container's refresh did not finish within this invocation's "
+                    f"time; the next invocation will find it (query "
+                    f"{info.get('query_id') or 'running'})",
+                    mapping=decl.name, query_id=info.get("query_id"),
+                )
+            self.sleep(min(interval, limit - now))
+            interval = min(interval * 1.5, 1.0)
+
+    def _serve_stale(self, decl: Mapping, stale: Entry, why: str, *,
+                     error: BaseException | None = None) -> Entry:
+        now = self.clock()
+        age = self.wall_clock() - stale.created_at
+        (log.error if error is not None else log.info)(
+            "athena-warm: serving a stale copy of %s (%.0f s old; ttl %g s, max_stale %g s): %s",
+            decl.name, age, decl.ttl, decl.max_stale, why if error is None else error,
+            extra={"mapping": decl.name, "event": "stale_served", "age_s": round(age, 1),
+                   "error": None if error is None else str(error)},
+        )
+        return dataclasses.replace(
+            stale, fresh_until=min(stale.stale_until, now + self.retry_interval))
+
+    def _stale_or_raise(self, decl: Mapping, stale: Entry | None, exc: OriginError | None, *,
+                        too_old: bool, deadline: float | None = None,
+                        query_id: str | None = None) -> Entry:
+        if stale is not None and self.clock() < stale.stale_until:
+            if exc is None:
+                return self._serve_stale(decl, stale, "its refresh continues in a later "
+                                                      "invocation")
+            return self._serve_stale(decl, stale, "refresh failed", error=exc)
+        if exc is not None:
+            if too_old:
+                raise StaleLimitError(
+                    f"mapping {decl.name!r}: the refresh failed ({exc}) and the only copy is "
+                    f"older than ttl + max_stale ({decl.ttl + decl.max_stale:g} s), so it is not "
+                    "served. Fix the origin error, or raise max_stale if older data is "
+                    "acceptable.", mapping=decl.name, age=decl.ttl + decl.max_stale,
+                ) from exc
+            raise exc
+        left = (deadline - self.clock()) if deadline is not None else 0.0
+        raise DeadlineError(
+            f"mapping {decl.name!r}: no usable copy, and {max(left, 0):.1f} s left in this "
+            "invocation is not enough to load one"
+            + (f"; query {query_id} was started and a later invocation collects it"
+               if query_id else "; a later invocation with more time loads it"),
+            mapping=decl.name, query_id=query_id,
+        )
 
     def _next_look(self, now: float, expires_at: float) -> float:
         if self.l2 is None:
             return expires_at
         return min(expires_at, now + self.check_interval)
 
-    def _from_l2(self, decl: Mapping, generation: int) -> Entry | None:
+    def _from_l2(self, decl: Mapping, generation: int, *, newer_than: Entry | None) -> Entry | None:
+        """The L2 copy of the current generation, fresh or stale-but-usable; None if absent,
+        unusable, too old, or no newer than ``newer_than`` (not downloaded again)."""
         assert self.l2 is not None
         start = time.perf_counter()
+        if newer_than is not None:
+            head = self.l2.head(decl.name, decl.fingerprint)
+            if head is None:
+                return None
+            try:
+                header = read_header(head, partial=True)
+            except CorruptPayloadError:
+                header = None
+            if header is not None and header.generation == generation and \
+                    header.created_at <= newer_than.created_at:
+                return None  # the copy we already hold
         blob = self.l2.read(decl.name, decl.fingerprint)
         if blob is None:
             return None
@@ -192,8 +460,8 @@ class Cache:
         if header.generation != generation:
             return None  # invalidated since it was stored (or the counter was lost)
         age = max(0.0, self.wall_clock() - header.created_at)
-        if age >= decl.ttl:
-            return None  # stale
+        if age >= decl.ttl + decl.max_stale:
+            return None  # too old to serve
         nbytes = int(extras.get("nbytes") or 0) or estimate_bytes(view)  # the writer measured it
         view.meta = MappingMeta(
             name=decl.name, tier="l2", source="l2", generation=header.generation,
@@ -202,7 +470,6 @@ class Cache:
             query_id=extras.get("query_id"),
         )
         now = self.clock()
-        expires_at = now + decl.ttl - age
         ms = (time.perf_counter() - start) * 1000
         log.info(
             "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
@@ -211,9 +478,19 @@ class Cache:
                    "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
                    "generation": header.generation},
         )
+        return self._entry(decl, view, now=now, age=age, generation=header.generation,
+                           nbytes=nbytes, load_seconds=float(extras.get("load_seconds") or 0.0))
+
+    def _entry(self, decl: Mapping, view: MappingView, *, now: float, age: float,
+               generation: int, nbytes: int, load_seconds: float) -> Entry:
+        expires_at = now - age + jittered(decl.ttl, decl.ttl_jitter, self.random)
+        fresh_until = self._next_look(now, expires_at) if now < expires_at else \
+            now + self.retry_interval
         return Entry(view=view, loaded_mono=now - age, expires_at=expires_at,
-                     fresh_until=self._next_look(now, expires_at), nbytes=nbytes,
-                     generation=header.generation)
+                     fresh_until=fresh_until, nbytes=nbytes,
+                     stale_until=now - age + decl.ttl + decl.max_stale,
+                     created_at=view.meta.loaded_at, load_seconds=load_seconds,
+                     generation=generation)
 
     def _to_l2(self, decl: Mapping, entry: Entry) -> None:
         if self.l2 is None:
@@ -236,7 +513,7 @@ class Cache:
             value_kind=(VALUE_ROW if not decl.value_columns else
                         VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
             extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped,
-                    "nbytes": meta.nbytes},
+                    "nbytes": meta.nbytes, "load_seconds": round(entry.load_seconds, 3)},
             signing_key=self.signing_key,
         )
         if self.l2.write(decl.name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale):
@@ -247,22 +524,8 @@ class Cache:
                        "rows": meta.rows, "bytes": len(blob), "generation": entry.generation},
             )
 
-    def _from_origin(self, decl: Mapping, generation: int) -> Entry:
-        start = time.perf_counter()
-        try:
-            result = self.origin.query(
-                decl.sql,
-                decl.params,
-                database=decl.database,
-                workgroup=decl.workgroup,
-                catalog=decl.catalog,
-            )
-        except OriginError as exc:
-            log.error(
-                "athena-warm: loading %s from the origin failed: %s", decl.name, exc,
-                extra={"mapping": decl.name, "event": "origin_error", "query_id": exc.query_id},
-            )
-            raise exc.with_mapping(decl.name) from exc.__cause__
+    def _entry_from_result(self, decl: Mapping, result: QueryResult, generation: int,
+                           seconds: float) -> Entry:
         built = build(decl, result)
         view = built.data
         view.meta = MappingMeta(
@@ -277,32 +540,34 @@ class Cache:
             nbytes=built.nbytes,
             query_id=result.query_id,
         )
-        now = self.clock()
-        ms = (time.perf_counter() - start) * 1000
         log.info(
             "athena-warm: loaded %s from %s: %d rows in %.0f ms",
-            decl.name, self.origin.name, len(view), ms,
+            decl.name, self.origin.name, len(view), seconds * 1000,
             extra={
                 "mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
-                "nbytes": built.nbytes, "ms": round(ms, 1), "query_id": result.query_id,
-                "null_keys_skipped": built.null_keys_skipped, "generation": generation,
+                "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
+                "query_id": result.query_id, "null_keys_skipped": built.null_keys_skipped,
+                "generation": generation,
             },
         )
-        expires_at = now + decl.ttl
-        return Entry(view=view, loaded_mono=now, expires_at=expires_at,
-                     fresh_until=self._next_look(now, expires_at), nbytes=built.nbytes,
-                     generation=generation)
+        return self._entry(decl, view, now=self.clock(), age=0.0, generation=generation,
+                           nbytes=built.nbytes, load_seconds=seconds)
 
     # -- invocation scope ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def invocation(self) -> Iterator[None]:
-        """Check each mapping's freshness once for the duration of one invocation."""
+    def invocation(self, *, remaining: float | None = None) -> Iterator[None]:
+        """One invocation: each mapping's freshness is checked once; ``remaining`` seconds
+        (Lambda's ``context.get_remaining_time_in_millis() / 1000``) bound every load."""
         self.pinned.clear()
         self._scope_depth += 1
+        outer = self._deadline
+        if remaining is not None:
+            self._deadline = self.clock() + remaining
         try:
             yield
         finally:
+            self._deadline = outer
             self._scope_depth -= 1
             if not self._scope_depth:
                 self.pinned.clear()

@@ -145,8 +145,9 @@ def encode(
     return header + mac + payload
 
 
-def read_header(blob: bytes) -> Header:
-    """Parse and check the header only (cheap: for status and for the generation check)."""
+def read_header(blob: bytes, *, partial: bool = False) -> Header:
+    """Parse and check the header only (cheap: for status and the has-it-changed check).
+    ``partial``: ``blob`` is only the start of a payload (no length check)."""
     if len(blob) < HEADER_SIZE:
         raise CorruptPayloadError(f"truncated: {len(blob)} bytes, shorter than the header")
     (magic, version, codec, flags, _, fp, generation, created_at, rows, size, _, _) = (
@@ -161,7 +162,7 @@ def read_header(blob: bytes) -> Header:
         raise CorruptPayloadError(f"unknown codec {codec}")
     signed = bool(flags & FLAG_SIGNED)
     expected = HEADER_SIZE + (MAC_SIZE if signed else 0) + size
-    if len(blob) != expected:
+    if not partial and len(blob) != expected:
         raise CorruptPayloadError(f"truncated or padded: {len(blob)} bytes, header says {expected}")
     return Header(fingerprint=fp.decode("ascii", "replace").strip(), generation=generation,
                   created_at=created_at, rows=rows, signed=signed, payload_size=size)

@@ -97,6 +97,7 @@ class Mapping:
     catalog: str | None = None
     ttl: float = 3600.0
     max_stale: float = 86400.0
+    ttl_jitter: float = 0.1
     on_duplicate: OnDuplicate = "error"
     on_null_key: OnNullKey = "skip"
     allow_empty: bool = False
@@ -118,6 +119,7 @@ class Mapping:
         catalog: str | None = None,
         ttl: str | float | timedelta = "1h",
         max_stale: str | float | timedelta = "1d",
+        ttl_jitter: float = 0.1,
         on_duplicate: OnDuplicate = "error",
         on_null_key: OnNullKey = "skip",
         allow_empty: bool = False,
@@ -166,6 +168,12 @@ class Mapping:
             raise DeclarationError(str(exc)) from None
         if ttl_s <= 0:
             raise DeclarationError(f"mapping {name!r}: ttl must be positive, got {ttl!r}")
+        if isinstance(ttl_jitter, bool) or not isinstance(ttl_jitter, (int, float)) or \
+                not 0 <= ttl_jitter < 1:
+            raise DeclarationError(
+                f"mapping {name!r}: ttl_jitter={ttl_jitter!r}; give a fraction in [0, 1): each "
+                "container's TTL is shortened by up to that much, e.g. 0.1"
+            )
 
         s = object.__setattr__
         s(self, "name", name)
@@ -178,6 +186,7 @@ class Mapping:
         s(self, "catalog", catalog)
         s(self, "ttl", ttl_s)
         s(self, "max_stale", stale_s)
+        s(self, "ttl_jitter", float(ttl_jitter))
         s(self, "on_duplicate", on_duplicate)
         s(self, "on_null_key", on_null_key)
         s(self, "allow_empty", bool(allow_empty))
@@ -306,6 +315,7 @@ def load_app(target: str) -> None:
 
 _TOML_KEYS = {
     "sql", "key", "value", "params", "database", "workgroup", "catalog", "ttl", "max_stale",
+    "ttl_jitter",
     "on_duplicate", "on_null_key", "allow_empty",
 }
 

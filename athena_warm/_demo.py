@@ -59,6 +59,7 @@ def declare() -> Mapping:
         key="customer_id",
         value="account_id",
         ttl=TTL,
+        ttl_jitter=0,  # exact expiry, so the demo's timeline is the same every run
         max_stale="7d",
     )
 

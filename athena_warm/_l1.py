@@ -28,6 +28,9 @@ class Entry:
     expires_at: float  # monotonic: the end of the TTL
     fresh_until: float  # monotonic: look again after this (the TTL, or the next generation check)
     nbytes: int
+    stale_until: float = float("inf")  # monotonic: past ttl + max_stale it is never served
+    created_at: float = 0.0  # epoch seconds the copy was made (any process)
+    load_seconds: float = 0.0  # how long the origin took to produce it
     generation: int = 0
     served: bool = False  # served once already: later reads report tier "l1"
     last_used: int = 0  # tick of the latest hit, for LRU eviction
@@ -90,6 +93,8 @@ class L1:
             if flight is None:
                 flight = self._flights[key] = _Flight()
         if not leader:
+            if current is not None and self.clock() < current.stale_until:
+                return current  # stale while revalidate: the leader refreshes, we serve this
             return flight.wait()
         try:
             entry = load(None if force else current)

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "AthenaWarmError",
     "ConfigurationError",
+    "DeadlineError",
     "DeclarationError",
     "DuplicateKeyError",
     "EmptyResultError",
@@ -18,6 +19,7 @@ __all__ = [
     "OriginTimeoutError",
     "ReadOnlyMappingError",
     "ResultShapeError",
+    "StaleLimitError",
     "UnknownMappingError",
 ]
 
@@ -96,6 +98,24 @@ class OriginError(AthenaWarmError):
 
 class OriginTimeoutError(OriginError):
     """The query did not finish within the query timeout."""
+
+
+class DeadlineError(AthenaWarmError):
+    """No usable copy, and not enough time left in this invocation to load one."""
+
+    def __init__(self, message: str, *, mapping: str, query_id: str | None = None) -> None:
+        self.mapping = mapping
+        self.query_id = query_id
+        super().__init__(message)
+
+
+class StaleLimitError(AthenaWarmError):
+    """The refresh failed and the only copy is older than ttl + max_stale: it is not served."""
+
+    def __init__(self, message: str, *, mapping: str, age: float) -> None:
+        self.mapping = mapping
+        self.age = age
+        super().__init__(message)
 
 
 class ResultShapeError(AthenaWarmError, ValueError):

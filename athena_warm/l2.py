@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ._config import resolve
+from ._policy import Leases
 
 __all__ = ["SharedTier", "open_l2"]
 
 
 @runtime_checkable
-class SharedTier(Protocol):
+class SharedTier(Leases, Protocol):
+    """Blobs, a generation counter, and the leases (see _policy.Leases) of the fleet."""
+
     name: str
 
     def generation(self, mapping: str) -> int | None:
@@ -26,6 +29,10 @@ class SharedTier(Protocol):
 
     def read(self, mapping: str, fingerprint: str) -> bytes | None:
         """The stored blob, or None (absent or unreachable). Never a mix of two versions."""
+        ...
+
+    def head(self, mapping: str, fingerprint: str, size: int = 88) -> bytes | None:
+        """The first ``size`` bytes of the stored blob (its header), or None."""
         ...
 
     def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float) -> bool:

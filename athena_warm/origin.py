@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._config import resolve
 from .exceptions import ConfigurationError
 
-__all__ = ["Column", "Origin", "QueryResult", "open_origin"]
+__all__ = ["AsyncOrigin", "Column", "Origin", "QueryResult", "open_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,33 @@ class Origin(Protocol):
         catalog: str | None,
     ) -> QueryResult:
         """Run ``sql`` with ``params`` bound to its ``?`` placeholders; raise OriginError."""
+        ...
+
+
+@runtime_checkable
+class AsyncOrigin(Origin, Protocol):
+    """An origin whose queries outlive an invocation (Athena): started in one invocation, their
+    result collected in a later one, in any container, by QueryExecutionId."""
+
+    def start(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        database: str | None,
+        workgroup: str | None,
+        catalog: str | None,
+    ) -> str:
+        """Start the query; return its id."""
+        ...
+
+    def wait(self, query_id: str, *, max_wait: float | None = None) -> dict[str, Any] | None:
+        """Wait for it up to ``max_wait`` seconds (0: look once); None if still running, the
+        execution if it succeeded; OriginError if it failed."""
+        ...
+
+    def fetch(self, query_id: str, execution: dict[str, Any]) -> QueryResult:
+        """The rows of a succeeded query."""
         ...
 
 

@@ -45,7 +45,7 @@ def origin(duck: Any) -> CountingOrigin:
 def declare(name: str = "customers", **kw: Any) -> Mapping:
     opts: dict[str, Any] = dict(
         sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h")
+        key="customer_id", value="account_id", ttl="1h", ttl_jitter=0)
     opts.update(kw)
     return Mapping(name, **opts)
 
@@ -192,7 +192,7 @@ def test_waiters_share_the_leaders_error_and_the_next_read_retries(duck: Any) ->
     declare()
     origin = CountingOrigin(duck, delay=0.2)
     origin.fail = athena_warm.OriginError("boom", origin="counting")
-    cache = Cache(origin=origin)
+    cache = Cache(origin=origin, retry_interval=0)  # no pause before the retry
     errors: list[BaseException] = []
 
     def reader() -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def declare(name: str = "customers", **kw: Any) -> Mapping:
     opts: dict[str, Any] = dict(
         sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h", max_stale="1d")
+        key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
     opts.update(kw)
     return Mapping(name, **opts)
 
