@@ -11,6 +11,7 @@ from ._view import MappingMeta, MappingView
 from .exceptions import (
     AthenaWarmError,
     ConfigurationError,
+    DeadlineError,
     DeclarationError,
     DuplicateKeyError,
     EmptyResultError,
@@ -21,19 +22,22 @@ from .exceptions import (
     OriginTimeoutError,
     ReadOnlyMappingError,
     ResultShapeError,
+    StaleLimitError,
     UnknownMappingError,
 )
 from .l2 import SharedTier, open_l2
-from .origin import Column, Origin, QueryResult, open_origin
+from .origin import AsyncOrigin, Column, Origin, QueryResult, open_origin
 
 __version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY",
+    "AsyncOrigin",
     "AthenaWarmError",
     "Cache",
     "Column",
     "ConfigurationError",
+    "DeadlineError",
     "DeclarationError",
     "DuplicateKeyError",
     "EmptyResultError",
@@ -51,6 +55,7 @@ __all__ = [
     "Registry",
     "ResultShapeError",
     "SharedTier",
+    "StaleLimitError",
     "UnknownMappingError",
     "__version__",
     "clear_caches",

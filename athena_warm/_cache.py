@@ -272,10 +272,12 @@ class Cache:
                           {"failed": str(exc)[:500], "at": self.wall_clock(),
                            "query_id": exc.query_id}, ttl=self.retry_interval)
             return self._stale_or_raise(decl, stale, exc, too_old=too_old)
-        if entry is None:  # handed over, or no time to start: the lease stays
+        if entry is None:  # handed over (the lease keeps the query id), or not started
+            query_id = (leases.info(decl.name, decl.fingerprint) or {}).get("query_id")
+            if query_id is None:
+                leases.release(decl.name, decl.fingerprint, token)
             return self._stale_or_raise(decl, stale, None, too_old=too_old, deadline=deadline,
-                                        query_id=(leases.info(decl.name, decl.fingerprint)
-                                                  or {}).get("query_id"))
+                                        query_id=query_id)
         self._to_l2(decl, entry)
         leases.release(decl.name, decl.fingerprint, token)
         return entry
@@ -293,7 +295,7 @@ class Cache:
         """Run the query as the lease holder. None: still running at the deadline (its id is
         kept with the lease for a later invocation), or not started for lack of time."""
         origin = self.origin
-        start = time.perf_counter()
+        start = self.clock()  # the injected clock: tests of slow loads are instant
         try:
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
@@ -331,7 +333,7 @@ class Cache:
                 extra={"mapping": decl.name, "event": "origin_error", "query_id": exc.query_id},
             )
             raise exc.with_mapping(decl.name) from exc.__cause__
-        return self._entry_from_result(decl, result, gen, time.perf_counter() - start)
+        return self._entry_from_result(decl, result, gen, self.clock() - start)
 
     def _collect(self, decl: Mapping, gen: int, leases: Leases, info: dict[str, Any],
                  stale: Entry | None, *, too_old: bool) -> Entry | None:
@@ -339,7 +341,7 @@ class Cache:
         origin = self.origin
         assert isinstance(origin, AsyncOrigin)
         query_id = str(info["query_id"])
-        start = time.perf_counter()
+        start = self.clock()
         try:
             execution = origin.wait(query_id, max_wait=0)  # one look
             if execution is None:
@@ -349,7 +351,7 @@ class Cache:
             leases.release(decl.name, decl.fingerprint, str(info.get("token")))
             return self._stale_or_raise(decl, stale, exc.with_mapping(decl.name),
                                         too_old=too_old)
-        entry = self._entry_from_result(decl, result, gen, time.perf_counter() - start)
+        entry = self._entry_from_result(decl, result, gen, self.clock() - start)
         log.info("athena-warm: collected %s from handed-over query %s", decl.name, query_id,
                  extra={"mapping": decl.name, "event": "collect", "query_id": query_id})
         self._to_l2(decl, entry)

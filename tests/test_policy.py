@@ -1,0 +1,294 @@
+"""Freshness policy on fake clocks: jitter, stale-while-revalidate, stale-if-error, max_stale,
+deadlines, leases, and the hand-over of a running Athena query to a later invocation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from athena_warm.adapters.redis import RedisL2
+
+from athena_warm import (
+    Cache,
+    DeadlineError,
+    Mapping,
+    OriginError,
+    StaleLimitError,
+)
+from athena_warm._policy import LocalLeases, jittered
+from tests.conftest import FakeClock
+from tests.test_l1 import CountingOrigin
+
+
+def declare(name: str = "customers", **kw: Any) -> Mapping:
+    opts: dict[str, Any] = dict(
+        sql="SELECT customer_id, account_id FROM customers", database="analytics",
+        key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
+    opts.update(kw)
+    return Mapping(name, **opts)
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.mono = FakeClock()
+        self.wall = FakeClock(1.7e9)
+
+    def advance(self, s: float) -> None:
+        self.mono.advance(s)
+        self.wall.advance(s)
+
+    def cache(self, origin: Any, **kw: Any) -> Cache:
+        kw.setdefault("l2", False)
+        return Cache(origin=origin, clock=self.mono, wall_clock=self.wall,
+                     sleep=self.advance, **kw)
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+# -- jitter ------------------------------------------------------------------------------------
+
+
+def test_jitter_shortens_each_containers_ttl(duck: Any, clocks: Clocks) -> None:
+    assert jittered(3600, 0.1, lambda: 0.0) == 3600
+    assert jittered(3600, 0.1, lambda: 1.0) == pytest.approx(3240)
+    declare(ttl_jitter=0.1)
+    early = clocks.cache(CountingOrigin(duck), random=lambda: 1.0)  # the most jitter
+    late = clocks.cache(CountingOrigin(duck), random=lambda: 0.0)
+    early.get("customers")
+    late.get("customers")
+    clocks.advance(3240)
+    assert early.get("customers").meta.tier == "origin"  # due at 54 minutes
+    assert late.get("customers").meta.tier == "l1"  # due at 60
+    with pytest.raises(Exception, match="fraction in"):
+        declare("bad", ttl_jitter=1.5)
+
+
+def test_containers_loaded_together_come_due_apart(duck: Any, clocks: Clocks) -> None:
+    import random
+
+    declare(ttl_jitter=0.2)
+    rng = random.Random(7)
+    caches = [clocks.cache(CountingOrigin(duck), random=rng.random) for _ in range(20)]
+    for c in caches:
+        c.get("customers")
+    due = sorted(next(iter(c.l1.items()))[1].expires_at for c in caches)
+    assert due[-1] - due[0] > 0.1 * 3600  # spread over more than 6 of the 12 minutes
+
+
+# -- stale while revalidate, in one process ---------------------------------------------------
+
+
+def test_threads_get_the_stale_copy_while_one_refreshes(duck: Any) -> None:
+    declare(ttl="1s")
+    origin = CountingOrigin(duck)
+    cache = Cache(origin=origin, l2=False)
+    old = cache.get("customers")
+    import time
+
+    time.sleep(1.05)  # stale now
+    origin.delay = 0.5
+    got: list[Any] = []
+
+    def reader() -> None:
+        got.append(cache.get("customers"))
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert origin.calls == 2  # one refresh
+    assert sum(1 for m in got if m is old) == 7  # the others did not wait
+    assert sum(1 for m in got if m is not old) == 1
+
+
+# -- stale if error, and the hard limit -------------------------------------------------------
+
+
+def test_stale_if_error_up_to_max_stale_then_a_clear_error(
+    duck: Any, clocks: Clocks, caplog: pytest.LogCaptureFixture
+) -> None:
+    declare(ttl="1h", max_stale="6h")
+    origin = CountingOrigin(duck)
+    cache = clocks.cache(origin, retry_interval=60)
+    first = cache.get("customers")
+    origin.fail = OriginError("Athena is down", origin="counting", state="FAILED")
+    clocks.advance(3600)
+    with caplog.at_level(logging.ERROR, logger="athena_warm"):
+        assert cache.get("customers") is first  # stale, served loudly
+    assert "serving a stale copy of customers (3600 s old" in caplog.text
+    assert "Athena is down" in caplog.text
+    calls = origin.calls
+    clocks.advance(30)
+    assert cache.get("customers") is first and origin.calls == calls  # no retry before 60 s
+    clocks.advance(30)
+    assert cache.get("customers") is first and origin.calls == calls + 1  # retried, failed
+    clocks.advance(6 * 3600 - 60)  # exactly ttl + max_stale: never older data
+    with pytest.raises(StaleLimitError, match="older than ttl \\+ max_stale") as ei:
+        cache.get("customers")
+    assert "Athena is down" in str(ei.value)
+    origin.fail = None
+    clocks.advance(60)
+    assert cache.get("customers").meta.tier == "origin"  # recovered
+
+
+def test_a_failed_first_load_raises_the_origin_error(duck: Any, clocks: Clocks) -> None:
+    declare()
+    origin = CountingOrigin(duck)
+    origin.fail = OriginError("no such table", origin="counting", state="FAILED")
+    with pytest.raises(OriginError, match="mapping 'customers': no such table"):
+        clocks.cache(origin).get("customers")
+
+
+# -- deadlines ---------------------------------------------------------------------------------
+
+
+class SlowOrigin(CountingOrigin):
+    """Takes ``seconds`` of the fake clock per query."""
+
+    def __init__(self, inner: Any, clocks: Clocks, seconds: float) -> None:
+        super().__init__(inner)
+        self.clocks, self.seconds = clocks, seconds
+
+    def query(self, sql: str, params: Any, **kw: Any) -> Any:
+        self.clocks.advance(self.seconds)
+        return super().query(sql, params, **kw)
+
+
+def test_no_blocking_refresh_that_cannot_finish_in_time(duck: Any, clocks: Clocks) -> None:
+    declare()
+    origin = SlowOrigin(duck, clocks, 20)  # a 20-second load
+    cache = clocks.cache(origin)
+    first = cache.get("customers")
+    clocks.advance(3600)
+    assert cache.get("customers", remaining=10) is first  # 10 s left: serve stale, no query
+    assert origin.calls == 1
+    clocks.advance(5)  # past the retry interval
+    assert cache.get("customers", remaining=60).meta.tier == "origin"  # time enough now
+    assert origin.calls == 2
+
+
+def test_invocation_scope_passes_its_deadline(duck: Any, clocks: Clocks) -> None:
+    declare()
+    origin = SlowOrigin(duck, clocks, 20)
+    cache = clocks.cache(origin)
+    first = cache.get("customers")
+    clocks.advance(3600)
+    with cache.invocation(remaining=3):
+        assert cache.get("customers") is first
+    assert origin.calls == 1
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+
+def test_lease_contract_local(clocks: Clocks) -> None:
+    lease_contract(LocalLeases(clocks.mono))
+
+
+def test_lease_contract_redis(redis_url: str) -> None:
+    lease_contract(RedisL2(redis_url))
+
+
+def lease_contract(leases: Any) -> None:
+    """What every lease implementation does (in-process and L2)."""
+    assert leases.acquire("m", "fp", "t1", ttl=30) is True
+    assert leases.acquire("m", "fp", "t2", ttl=30) is False  # single flight
+    assert leases.info("m", "fp")["token"] == "t1"
+    assert leases.update("m", "fp", "t2", {"query_id": "q"}) is False  # not the holder
+    assert leases.update("m", "fp", "t1", {"query_id": "q"}) is True
+    assert leases.info("m", "fp") == {"query_id": "q", "token": "t1"}
+    assert leases.release("m", "fp", "t2") is False  # only the holder releases
+    assert leases.release("m", "fp", "t1") is True
+    assert leases.info("m", "fp") is None
+    assert leases.acquire("m", "fp", "t3", ttl=30) is True
+    assert leases.acquire("m", "other", "t4", ttl=30) is True  # per declaration
+
+
+def test_a_lease_expires_so_a_dead_holders_work_is_taken_over(clocks: Clocks) -> None:
+    leases = LocalLeases(clocks.mono)
+    assert leases.acquire("m", "fp", "dead", ttl=30)
+    clocks.advance(29.9)
+    assert not leases.acquire("m", "fp", "next", ttl=30)
+    clocks.advance(0.1)
+    assert leases.acquire("m", "fp", "next", ttl=30)
+
+
+def test_lease_length_follows_the_refresh_deadline(duck: Any, clocks: Clocks) -> None:
+    cache = clocks.cache(CountingOrigin(duck), refresh_timeout=120)
+    assert cache._lease_ttl(None) == 120
+    assert cache._lease_ttl(clocks.mono() + 40) == 45  # the holder cannot outlive its deadline
+
+
+# -- hand-over of a running Athena query ---------------------------------------------------------
+
+
+@pytest.fixture
+def slow_athena(athena: Any) -> Any:
+    """Athena (moto) whose queries stay RUNNING for 10 status checks."""
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition("athena::execution", {"progression": "manual", "times": 10})
+    yield athena
+    state_manager.unset_transition("athena::execution")
+
+
+def _starts(athena: Any) -> int:
+    return len(athena.double.started)
+
+
+def test_hand_over_to_a_later_invocation(slow_athena: Any, clock: FakeClock,
+                                         redis_url: str) -> None:
+    declare()
+    wall = FakeClock(1.7e9)
+
+    def container() -> Cache:
+        return Cache(origin=slow_athena, l2=RedisL2(redis_url), clock=clock, wall_clock=wall,
+                     sleep=clock.advance)
+
+    a, b = container(), container()
+    # No copy anywhere and 2 s left: fail fast, but start the query for the next invocation.
+    with pytest.raises(DeadlineError, match="was started and a later invocation collects it"):
+        a.get("customers", remaining=2)
+    assert _starts(slow_athena) == 1
+    query_id = a.l2.info("customers", a.declaration("customers").fingerprint)["query_id"]
+    # Another container, with no time either, does not start it again.
+    with pytest.raises(DeadlineError):
+        b.get("customers", remaining=0.6)
+    assert _starts(slow_athena) == 1
+    # Later, when the query is done, any container collects it instead of querying again.
+    from moto.moto_api import state_manager
+
+    state_manager.unset_transition("athena::execution")  # the query finishes
+    m = b.get("customers", remaining=30)
+    assert m.meta.query_id == query_id and len(m) == 1000 and _starts(slow_athena) == 1
+    assert a.get("customers").meta.tier == "l2"  # published for the fleet
+
+
+def test_a_refresher_out_of_time_serves_stale_and_hands_over(
+    slow_athena: Any, clock: FakeClock
+) -> None:
+    declare()
+    wall = FakeClock(1.7e9)
+    cache = Cache(origin=slow_athena, l2=False, clock=clock, wall_clock=wall, sleep=clock.advance)
+    from moto.moto_api import state_manager
+
+    state_manager.unset_transition("athena::execution")  # the first load is quick
+    first = cache.get("customers")
+    state_manager.set_transition("athena::execution", {"progression": "manual", "times": 50})
+    clock.advance(3600)
+    wall.advance(3600)
+    assert cache.get("customers", remaining=3) is first  # started, handed over, stale served
+    assert _starts(slow_athena) == 2
+    clock.advance(5)
+    assert cache.get("customers", remaining=3) is first  # still running: not started again
+    assert _starts(slow_athena) == 2
+    state_manager.unset_transition("athena::execution")
+    clock.advance(5)
+    m = cache.get("customers", remaining=3)  # done: collected
+    assert m is not first and m.meta.tier == "origin" and _starts(slow_athena) == 2
