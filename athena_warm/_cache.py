@@ -374,6 +374,11 @@ class Cache:
             if info is None:  # the holder finished without publishing, or died: our turn
                 return self._refresh(decl, generation, None, deadline=deadline,
                                      too_old=too_old, force=False)
+            if info.get("query_id") and isinstance(self.origin, AsyncOrigin):
+                gen = generation if generation is not None else 0
+                entry = self._collect(decl, gen, leases, info, None, too_old=too_old)
+                if entry is not None:  # the holder handed its query over: we collected it
+                    return entry
             now = self.clock()
             if now >= limit:
                 raise DeadlineError(

@@ -1,0 +1,105 @@
+"""One Lambda 'container' of the multi-process tests: waits for the start signal in Redis,
+then calls get_mapping from several threads at once and prints what each call got.
+
+    python -m tests.fleet_worker JSON_OPTIONS
+
+Options: url, lake, threads, delay (seconds the origin sleeps per query), refresh_timeout,
+remaining (seconds each call may take), athena (use AthenaOrigin against a moto server whose
+results DuckDB computes), name (worker name, for the counters).
+Counters in Redis: test:queries (origin queries started), test:ready (workers ready).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import redis
+from athena_warm.adapters.duckdb import DuckDBOrigin
+from athena_warm.adapters.redis import RedisL2
+
+from athena_warm import Cache, Mapping
+
+
+class SlowCountingOrigin:
+    name = "slow"
+
+    def __init__(self, lake: str, delay: float, counter: Any) -> None:
+        self.inner = DuckDBOrigin(lake)
+        self.delay = delay
+        self.counter = counter
+
+    def query(self, sql: str, params: Any, **kw: Any) -> Any:
+        self.counter.incr("test:queries")
+        time.sleep(self.delay)
+        return self.inner.query(sql, params, **kw)
+
+
+def athena_origin(opts: dict[str, Any], counter: Any) -> Any:
+    """AthenaOrigin on a moto server; each StartQueryExecution computes its result in DuckDB
+    and hands it to the server's result queue, and counts in test:queries."""
+    import requests
+    from athena_warm.adapters.athena import AthenaOrigin
+
+    from tests.athena_double import _varchar
+
+    engine = DuckDBOrigin(opts["lake"])
+    origin = AthenaOrigin(region="us-east-1", s3_staging_dir="s3://athena-results/staging/",
+                          max_attempts=1, poll_interval=0.1, max_poll_interval=0.2)
+    athena, _ = origin.clients()
+
+    def before_start(params: dict[str, Any], **_: Any) -> None:
+        counter.incr("test:queries")
+        result = engine.query(params["QueryString"], [],
+                              database=params["QueryExecutionContext"]["Database"])
+        rows = [{"Data": [{"VarCharValue": c.name} for c in result.columns]}] + [
+            {"Data": [{"VarCharValue": _varchar(v)} if v is not None else {} for v in row]}
+            for row in result.rows]
+        info = [{"Name": c.name, "Label": c.name, "Type": c.type, "Precision": 0, "Scale": 0,
+                 "Nullable": "UNKNOWN", "CaseSensitive": True} for c in result.columns]
+        requests.post(opts["moto"] + "/moto-api/static/athena/query-results",
+                      json={"results": [{"rows": rows, "column_info": info}]}, timeout=5)
+
+    athena.meta.events.register("before-parameter-build.athena.StartQueryExecution",
+                                before_start)
+    return origin
+
+
+def main() -> None:
+    opts = json.loads(sys.argv[1])
+    counter = redis.Redis.from_url(opts["url"])
+    Mapping("customers", sql="SELECT customer_id, account_id FROM customers",
+            database="analytics", key="customer_id", value="account_id", ttl="1h",
+            max_stale="1d", ttl_jitter=0)
+    origin = athena_origin(opts, counter) if opts.get("athena") else \
+        SlowCountingOrigin(opts["lake"], opts.get("delay", 0.0), counter)
+    cache = Cache(origin=origin, l2=RedisL2(opts["url"]),
+                  refresh_timeout=opts.get("refresh_timeout", 60))
+    counter.incr("test:ready")
+    while not counter.get("test:go"):
+        time.sleep(0.01)
+    results: list[dict[str, Any]] = []
+
+    def call() -> None:
+        start = time.perf_counter()
+        try:
+            m = cache.get("customers", remaining=opts.get("remaining"))
+            results.append({"tier": m.meta.tier, "rows": len(m), "generation": m.meta.generation,
+                            "seconds": time.perf_counter() - start})
+        except Exception as exc:
+            results.append({"error": f"{type(exc).__name__}: {exc}",
+                            "seconds": time.perf_counter() - start})
+
+    threads = [threading.Thread(target=call) for _ in range(opts.get("threads", 1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"name": opts.get("name"), "results": results}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The fleet, with real processes against a real server, counting queries at the origin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from athena_warm.adapters.redis import RedisL2
+
+from athena_warm import Cache, Mapping
+from tests.servers import free_port
+from tests.test_l1 import CountingOrigin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def declare() -> Mapping:
+    return Mapping("customers", sql="SELECT customer_id, account_id FROM customers",
+                   database="analytics", key="customer_id", value="account_id", ttl="1h",
+                   max_stale="1d", ttl_jitter=0)
+
+
+def spawn(**opts: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tests.fleet_worker", json.dumps(opts)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_fleet(admin: Any, workers: list[dict[str, Any]], *,
+              timeout: float = 120) -> list[dict[str, Any]]:
+    procs = [spawn(name=str(i), **w) for i, w in enumerate(workers)]
+    deadline = time.monotonic() + timeout
+    while int(admin.get("test:ready") or 0) < len(procs):
+        assert time.monotonic() < deadline, "the workers did not get ready"
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    admin.set("test:go", 1)  # all at once
+    results: list[dict[str, Any]] = []
+    for p in procs:
+        out, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        assert p.returncode == 0, err[-2000:]
+        results.extend(json.loads(out.strip().splitlines()[-1])["results"])
+    return results
+
+
+def publish_stale_copy(duck: Any, url: str, age: float) -> None:
+    """Put a copy made ``age`` seconds ago in L2, as a container of an hour ago did."""
+    declare()
+    Cache(origin=CountingOrigin(duck), l2=RedisL2(url),
+          wall_clock=lambda: time.time() - age).get("customers")
+
+
+def test_twenty_processes_on_an_expired_mapping_run_one_query(
+    duck: Any, redis_url: str, redis_server: Any, lake: Path
+) -> None:
+    admin = redis_server.client()
+    publish_stale_copy(duck, redis_url, age=3700)  # older than the 1 h TTL
+    results = run_fleet(admin, [dict(url=redis_url, lake=str(lake), threads=4, delay=1.0)] * 20)
+    assert int(admin.get("test:queries")) == 1  # exactly one origin query for the fleet
+    assert len(results) == 80 and all("error" not in r for r in results), results
+    tiers = [r["tier"] for r in results]
+    assert tiers.count("origin") == 1
+    # Nobody else waited for the refresh: they served the stale copy from L2 or memory.
+    waits = sorted(r["seconds"] for r in results if r["tier"] != "origin")
+    assert waits[len(waits) // 2] < 0.9, waits
+
+
+def test_with_no_copy_anywhere_one_queries_and_the_rest_wait(
+    redis_url: str, redis_server: Any, lake: Path
+) -> None:
+    admin = redis_server.client()
+    results = run_fleet(admin, [dict(url=redis_url, lake=str(lake), threads=4, delay=1.0)] * 20)
+    assert int(admin.get("test:queries")) == 1
+    assert len(results) == 80 and all("error" not in r for r in results), results
+    tiers = [r["tier"] for r in results]
+    assert tiers.count("origin") == 1 and set(tiers) <= {"origin", "l2", "l1"}
+
+
+def test_a_holder_killed_mid_refresh_is_taken_over_once(
+    redis_url: str, redis_server: Any, lake: Path
+) -> None:
+    admin = redis_server.client()
+    admin.set("test:go", 1)
+    holder = spawn(url=redis_url, lake=str(lake), delay=60, refresh_timeout=3)
+    deadline = time.monotonic() + 60
+    while int(admin.get("test:queries") or 0) < 1:  # it holds the lease and is querying
+        assert time.monotonic() < deadline and holder.poll() is None
+        time.sleep(0.05)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate()
+    started = time.monotonic()
+    taker = spawn(url=redis_url, lake=str(lake), delay=0.1, refresh_timeout=3)
+    out, err = taker.communicate(timeout=60)
+    assert taker.returncode == 0, err[-2000:]
+    (result,) = json.loads(out.strip().splitlines()[-1])["results"]
+    assert result["tier"] == "origin", result
+    assert int(admin.get("test:queries")) == 2  # exactly one more query
+    assert time.monotonic() - started >= 1.0  # it waited for the dead holder's lease to end
+
+
+@pytest.fixture
+def moto_server(redis_url: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_hand_over_across_two_processes(
+    redis_url: str, redis_server: Any, lake: Path, moto_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+    import requests
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_server}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="athena-results")
+    # Queries take 6 status checks per step (queued, running): longer than A's second.
+    requests.post(moto_server + "/moto-api/state-manager/set-transition", timeout=5,
+                  json={"model_name": "athena::execution",
+                        "transition": {"progression": "manual", "times": 6}})
+    admin = redis_server.client()
+    admin.set("test:go", 1)
+    opts = dict(url=redis_url, lake=str(lake), athena=True, moto=moto_server)
+    a = spawn(**opts, remaining=1.2)
+    out, err = a.communicate(timeout=60)
+    assert a.returncode == 0, err[-2000:]
+    (first,) = json.loads(out.strip().splitlines()[-1])["results"]
+    assert first["error"].startswith("DeadlineError") and "was started" in first["error"], first
+    assert int(admin.get("test:queries")) == 1
+    b = spawn(**opts, remaining=60)
+    out, err = b.communicate(timeout=90)
+    assert b.returncode == 0, err[-2000:]
+    (second,) = json.loads(out.strip().splitlines()[-1])["results"]
+    assert second.get("tier") == "origin" and second["rows"] == 1000, second
+    assert int(admin.get("test:queries")) == 1  # B collected A's query; none started again
