@@ -65,8 +65,9 @@ def worker(opts: dict[str, Any]) -> None:
     key = "C0000042"
     mode = opts["mode"]
     if mode == "athena-warm":
-        from athena_warm import Cache, Mapping
         from athena_warm.adapters.redis import RedisL2
+
+        from athena_warm import Cache, Mapping
 
         Mapping(MAPPING, sql=SQL, database="analytics", key="customer_id", value="account_id",
                 ttl=ttl, max_stale=ttl * 10, ttl_jitter=0.1)
