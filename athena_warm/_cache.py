@@ -317,8 +317,7 @@ class Cache:
                 result = origin.fetch(query_id, execution)
             else:
                 expected = stale.load_seconds if stale is not None else 0.0
-                if deadline is not None and stale is not None and \
-                        deadline - self.clock() - DEADLINE_MARGIN < expected:
+                if deadline is not None and deadline - self.clock() - DEADLINE_MARGIN <= expected:
                     log.info(
                         "athena-warm: not refreshing %s now: the last load took %.1f s, more "
                         "than this invocation has left", decl.name, expected,

@@ -292,3 +292,11 @@ def test_a_refresher_out_of_time_serves_stale_and_hands_over(
     clock.advance(5)
     m = cache.get("customers", remaining=3)  # done: collected
     assert m is not first and m.meta.tier == "origin" and _starts(slow_athena) == 2
+
+
+def test_no_copy_and_no_time_fails_fast(duck: Any, clocks: Clocks) -> None:
+    declare()
+    origin = CountingOrigin(duck)
+    with pytest.raises(DeadlineError, match="0.2 s left in this invocation is not enough"):
+        clocks.cache(origin).get("customers", remaining=0.2)
+    assert origin.calls == 0
