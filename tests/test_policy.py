@@ -297,6 +297,6 @@ def test_a_refresher_out_of_time_serves_stale_and_hands_over(
 def test_no_copy_and_no_time_fails_fast(duck: Any, clocks: Clocks) -> None:
     declare()
     origin = CountingOrigin(duck)
-    with pytest.raises(DeadlineError, match="0.2 s left in this invocation is not enough"):
+    with pytest.raises(DeadlineError, match=r"0\.2 s left in this invocation is not enough"):
         clocks.cache(origin).get("customers", remaining=0.2)
     assert origin.calls == 0
