@@ -111,6 +111,11 @@ class Cache(RefreshPolicy):
         self.pinned: dict[str, MappingView] = {}
         self._scope_depth = 0
         self._deadline: float | None = None  # monotonic; set by invocation(remaining=)
+        # name -> error, for optional mappings the middleware could not get this invocation
+        self.problems: dict[str, BaseException] = {}
+        self.disabled = resolve(None, "DISABLED", False, _truthy)  # the kill switch
+        # Tracing hook: the middleware sets it to an X-Ray subsegment factory.
+        self.span: Callable[[str], contextlib.AbstractContextManager[Any]] = _no_span
 
     # -- origin ----------------------------------------------------------------------------------
 
@@ -149,6 +154,10 @@ class Cache(RefreshPolicy):
                 view = self.pinned.get(name)
                 if view is not None:
                     return view
+            if self.problems and name in self.problems:
+                raise self.problems[name]  # an optional mapping the middleware could not get
+            if self.disabled:
+                return self._bypass(name)
             decl = self.registry.get(name)
             if decl is not None:  # an L1 hit: a dict lookup and a clock read, no lock
                 entry = self.l1.get_fresh(decl.l1_key)
@@ -159,6 +168,53 @@ class Cache(RefreshPolicy):
         entry = self.l1.load(decl.l1_key, lambda cur: self._fill(decl, cur, deadline=deadline),
                              force=force_fetch)
         return self._serve(name, entry)
+
+    def _bypass(self, name: str) -> MappingView:
+        """The kill switch (ATHENA_WARM_DISABLED): straight from the origin, nothing cached
+        beyond this invocation."""
+        decl = self.declaration(name)
+        log.warning("athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
+                    name, extra={"mapping": name, "event": "disabled"})
+        entry = self._query_origin(decl, 0, self.local_leases, "", None, deadline=None)
+        assert entry is not None
+        view = entry.view
+        if self._scope_depth:
+            self.pinned[name] = view
+        return view
+
+    def due(self, name: str) -> None:
+        """Make this container look at ``name`` again on its next read (a generation check at
+        the start of an invocation; the middleware calls it)."""
+        decl = self.registry.get(name)
+        if decl is not None:
+            entry = self.l1.get_fresh(decl.l1_key)
+            if entry is not None:
+                entry.fresh_until = self.clock()
+
+    def before_snapshot(self) -> None:
+        """SnapStart: close L2's connections before the snapshot (re-made on first use)."""
+        close = getattr(self.l2, "close", None)
+        if callable(close):
+            close()
+
+    def after_restore(self) -> None:
+        """SnapStart: a snapshot may be restored days later, and the monotonic clock does not
+        tell. Re-derive every copy's age from the wall clock; drop those too old to serve."""
+        now, wall = self.clock(), self.wall_clock()
+        self.pinned.clear()
+        self.local_leases = LocalLeases(self.clock)
+        for key, entry in self.l1.items():
+            age = max(0.0, wall - entry.created_at)
+            shift = (now - age) - entry.loaded_mono
+            if now >= entry.stale_until + shift:
+                self.l1.discard(key[0])
+                continue
+            entry.loaded_mono += shift
+            entry.expires_at += shift
+            entry.stale_until += shift
+            entry.fresh_until = now  # look again (and check the generation) on first use
+        log.info("athena-warm: restored from a snapshot; %d copies kept", len(self.l1),
+                 extra={"event": "restore"})
 
     def refresh(self, name: str, *, remaining: float | None = None) -> MappingView:
         """Query the origin now (as the lease holder), publish the new copy to L2, hold it in
@@ -207,7 +263,8 @@ class Cache(RefreshPolicy):
             if header is not None and header.generation == generation and \
                     header.created_at <= newer_than.created_at:
                 return None  # the copy we already hold
-        blob = self.l2.read(decl.name, decl.fingerprint)
+        with self.span("## athena-warm L2 read"):
+            blob = self.l2.read(decl.name, decl.fingerprint)
         if blob is None:
             return None
         try:
@@ -279,7 +336,10 @@ class Cache(RefreshPolicy):
                     "nbytes": meta.nbytes, "load_seconds": round(entry.load_seconds, 3)},
             signing_key=self.signing_key,
         )
-        if self.l2.write(decl.name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale):
+        with self.span("## athena-warm L2 write"):
+            written = self.l2.write(decl.name, decl.fingerprint, blob,
+                                    ttl=decl.ttl + decl.max_stale)
+        if written:
             log.info(
                 "athena-warm: published %s to L2: %d rows, %d bytes, generation %d",
                 decl.name, meta.rows, len(blob), entry.generation,
@@ -310,7 +370,7 @@ class Cache(RefreshPolicy):
                 "mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
                 "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
                 "query_id": result.query_id, "null_keys_skipped": built.null_keys_skipped,
-                "generation": generation,
+                "generation": generation, "bytes_scanned": result.bytes_scanned,
             },
         )
         return self._entry(decl, view, now=self.clock(), age=0.0, generation=generation,
@@ -334,6 +394,7 @@ class Cache(RefreshPolicy):
             self._scope_depth -= 1
             if not self._scope_depth:
                 self.pinned.clear()
+                self.problems.clear()
 
     # -- management ------------------------------------------------------------------------------
 
@@ -369,6 +430,14 @@ class Cache(RefreshPolicy):
                 "fresh": now < e.expires_at,
             })
         return out
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _no_span(name: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
 
 
 def _with_tier(meta: MappingMeta, tier: Any) -> MappingMeta:

@@ -15,6 +15,7 @@ unreachable, ``LocalLeases`` gives the same semantics within one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -146,6 +147,7 @@ class RefreshPolicy:
     sleep: Callable[[float], None]
     retry_interval: float
     refresh_timeout: float
+    span: Callable[[str], contextlib.AbstractContextManager[Any]]
     _origin: Origin | None
     _origin_arg: Any
 
@@ -274,35 +276,38 @@ class RefreshPolicy:
         origin = self.origin
         start = self.clock()  # the injected clock: tests of slow loads are instant
         try:
-            if isinstance(origin, AsyncOrigin):
-                query_id = origin.start(decl.sql, decl.params, database=decl.database,
-                                        workgroup=decl.workgroup, catalog=decl.catalog)
-                leases.update(decl.name, decl.fingerprint, token,
-                              {"query_id": query_id, "at": self.wall_clock()})
-                max_wait = None
-                if deadline is not None:
-                    max_wait = max(0.0, deadline - self.clock() - DEADLINE_MARGIN)
-                execution = origin.wait(query_id, max_wait=max_wait)
-                if execution is None:
-                    log.warning(
-                        "athena-warm: refresh of %s handed over: query %s still runs at this "
-                        "invocation's deadline; a later invocation collects it", decl.name,
-                        query_id, extra={"mapping": decl.name, "event": "handover",
-                                         "query_id": query_id},
-                    )
-                    return None
-                result = origin.fetch(query_id, execution)
-            else:
-                expected = stale.load_seconds if stale is not None else 0.0
-                if deadline is not None and deadline - self.clock() - DEADLINE_MARGIN <= expected:
-                    log.info(
-                        "athena-warm: not refreshing %s now: the last load took %.1f s, more "
-                        "than this invocation has left", decl.name, expected,
-                        extra={"mapping": decl.name, "event": "refresh_deferred"},
-                    )
-                    return None
-                result = origin.query(decl.sql, decl.params, database=decl.database,
-                                      workgroup=decl.workgroup, catalog=decl.catalog)
+            with self.span("## athena-warm origin query"):
+                if isinstance(origin, AsyncOrigin):
+                    query_id = origin.start(decl.sql, decl.params, database=decl.database,
+                                            workgroup=decl.workgroup, catalog=decl.catalog)
+                    leases.update(decl.name, decl.fingerprint, token,
+                                  {"query_id": query_id, "at": self.wall_clock()})
+                    max_wait = None
+                    if deadline is not None:
+                        max_wait = max(0.0, deadline - self.clock() - DEADLINE_MARGIN)
+                    execution = origin.wait(query_id, max_wait=max_wait)
+                    if execution is None:
+                        log.warning(
+                            "athena-warm: refresh of %s handed over: query %s still runs at "
+                            "this invocation's deadline; a later invocation collects it",
+                            decl.name, query_id,
+                            extra={"mapping": decl.name, "event": "handover",
+                                   "query_id": query_id},
+                        )
+                        return None
+                    result = origin.fetch(query_id, execution)
+                else:
+                    expected = stale.load_seconds if stale is not None else 0.0
+                    left = None if deadline is None else deadline - self.clock() - DEADLINE_MARGIN
+                    if left is not None and left <= expected:
+                        log.info(
+                            "athena-warm: not refreshing %s now: the last load took %.1f s, "
+                            "more than this invocation has left", decl.name, expected,
+                            extra={"mapping": decl.name, "event": "refresh_deferred"},
+                        )
+                        return None
+                    result = origin.query(decl.sql, decl.params, database=decl.database,
+                                          workgroup=decl.workgroup, catalog=decl.catalog)
         except OriginError as exc:
             log.error(
                 "athena-warm: loading %s from the origin failed: %s", decl.name, exc,
@@ -319,10 +324,11 @@ class RefreshPolicy:
         query_id = str(info["query_id"])
         start = self.clock()
         try:
-            execution = origin.wait(query_id, max_wait=0)  # one look
-            if execution is None:
-                return None  # still running
-            result = origin.fetch(query_id, execution)
+            with self.span("## athena-warm origin collect"):
+                execution = origin.wait(query_id, max_wait=0)  # one look
+                if execution is None:
+                    return None  # still running
+                result = origin.fetch(query_id, execution)
         except OriginError as exc:
             leases.release(decl.name, decl.fingerprint, str(info.get("token")))
             return self._stale_or_raise(decl, stale, exc.with_mapping(decl.name),
