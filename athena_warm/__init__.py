@@ -16,6 +16,7 @@ from .exceptions import (
     DuplicateKeyError,
     EmptyResultError,
     L2Error,
+    MappingUnavailableError,
     MissingColumnError,
     NullKeyError,
     OriginError,
@@ -26,6 +27,7 @@ from .exceptions import (
     UnknownMappingError,
 )
 from .l2 import SharedTier, open_l2
+from .middleware import prewarm, register_snapstart, warm_mappings
 from .origin import AsyncOrigin, Column, Origin, QueryResult, open_origin
 
 __version__ = "0.1.0"
@@ -44,6 +46,7 @@ __all__ = [
     "L2Error",
     "Mapping",
     "MappingMeta",
+    "MappingUnavailableError",
     "MappingView",
     "MissingColumnError",
     "NullKeyError",
@@ -67,5 +70,8 @@ __all__ = [
     "load_declarations",
     "open_l2",
     "open_origin",
+    "prewarm",
+    "register_snapstart",
     "unregister",
+    "warm_mappings",
 ]

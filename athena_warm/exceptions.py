@@ -13,6 +13,7 @@ __all__ = [
     "DuplicateKeyError",
     "EmptyResultError",
     "L2Error",
+    "MappingUnavailableError",
     "MissingColumnError",
     "NullKeyError",
     "OriginError",
@@ -106,6 +107,14 @@ class DeadlineError(AthenaWarmError):
     def __init__(self, message: str, *, mapping: str, query_id: str | None = None) -> None:
         self.mapping = mapping
         self.query_id = query_id
+        super().__init__(message)
+
+
+class MappingUnavailableError(AthenaWarmError):
+    """The middleware could not make a required mapping ready: the invocation fails."""
+
+    def __init__(self, message: str, *, mapping: str) -> None:
+        self.mapping = mapping
         super().__init__(message)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,11 @@ def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _declare._loaded_sources.clear()
     _cache._default = None
     _cache._pinned = {}
+    ours = logging.getLogger("athena_warm")  # the middleware configures it; start clean
+    for handler in list(ours.handlers):
+        ours.removeHandler(handler)
+    ours.setLevel(logging.NOTSET)
+    ours.propagate = True
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,272 @@
+"""The Lambda integration: a Powertools middleware, prewarm at init, SnapStart hooks, metrics.
+
+    @logger.inject_lambda_context
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler
+    @warm_mappings(CUSTOMERS, logger=logger, tracer=tracer)
+    def handler(event, context):
+        customers = get_mapping("customer_mapping")
+
+Before the handler runs, the middleware makes the named mappings ready (one generation check
+each, within the invocation's remaining time) and pins them for the invocation, so the
+handler's lookups are dict lookups. After it, it emits one EMF metrics record per mapping that
+did something, from counters aggregated during the invocation: an L1 hit writes nothing.
+aws-lambda-powertools is imported when ``warm_mappings`` is first called, not with athena_warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._cache import Cache, default_cache
+from ._config import parse_duration, resolve
+from ._declare import Mapping
+from ._view import MappingView
+from .exceptions import AthenaWarmError, MappingUnavailableError
+
+log = logging.getLogger("athena_warm")
+
+__all__ = ["prewarm", "register_snapstart", "warm_mappings"]
+
+MappingRef = Mapping | str
+DEFAULT_PRICE_PER_TB = 5.0  # Athena's price per TB scanned in most regions (us-east-1)
+
+
+def _name(m: MappingRef) -> str:
+    return m.name if isinstance(m, Mapping) else m
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class InvocationMetrics(logging.Handler):
+    """Counts what the cache does during one invocation (from its structured log records) and
+    flushes it as EMF, one record per mapping, through Powertools' EphemeralMetrics."""
+
+    def __init__(self, *, namespace: str | None, service: str | None,
+                 price_per_tb: float) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.namespace = namespace
+        self.service = service
+        self.price_per_tb = price_per_tb
+        self.counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.ages: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None)
+        mapping = getattr(record, "mapping", None)
+        if event is None or mapping is None:
+            return
+        with self._lock:
+            c = self.counts[mapping]
+            tier = getattr(record, "tier", None)
+            if event == "load" and tier == "origin":
+                c["OriginQueries"] += 1
+                scanned = getattr(record, "bytes_scanned", None) or 0
+                c["AthenaBytesScanned"] += scanned
+                c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
+            elif event == "load" and tier == "l2":
+                c["L2Loads"] += 1
+            elif event == "origin_error":
+                c["RefreshFailures"] += 1
+            elif event == "stale_served":
+                c["StaleServed"] += 1
+            elif event == "l2_error":
+                c["L2Errors"] += 1
+            elif event == "l2_corrupt":
+                c["L2Corrupt"] += 1
+            elif event == "handover":
+                c["QueriesHandedOver"] += 1
+            elif event == "collect":
+                c["QueriesCollected"] += 1
+
+    def served(self, name: str, view: MappingView, now: float) -> None:
+        with self._lock:
+            tier = view.meta.tier
+            self.counts[name]["Hits" + {"l1": "L1", "l2": "L2"}.get(tier, "Origin")] += 1
+            self.ages[name] = max(0.0, now - view.meta.loaded_at)
+
+    def publish(self) -> list[Any]:
+        """Emit and reset; returns the EMF records (also printed to stdout, as Lambda wants)."""
+        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+        units = {"AthenaBytesScanned": MetricUnit.Bytes, "AthenaCostUSD": MetricUnit.NoUnit,
+                 "CopyAgeSeconds": MetricUnit.Seconds}
+        with self._lock:
+            counts, ages = self.counts, self.ages
+            self.counts = defaultdict(lambda: defaultdict(float))
+            self.ages = {}
+        out: list[Any] = []
+        for name in sorted(set(counts) | set(ages)):
+            metrics = EphemeralMetrics(namespace=self.namespace, service=self.service)
+            metrics.add_dimension(name="mapping", value=name)
+            for metric, value in sorted(counts[name].items()):
+                metrics.add_metric(name=metric, unit=units.get(metric, MetricUnit.Count),
+                                   value=value)
+            if name in ages:
+                metrics.add_metric(name="CopyAgeSeconds", unit=MetricUnit.Seconds,
+                                   value=round(ages[name], 3))
+            record = metrics.serialize_metric_set()
+            metrics.flush_metrics()
+            out.append(record)
+        return out
+
+
+def _configure_logging(logger: Any) -> None:
+    """Structured log lines for athena_warm: the user's Powertools Logger configuration if one
+    is given, else Powertools' JSON formatter of our own (once)."""
+    ours = logging.getLogger("athena_warm")
+    if logger is not None:
+        from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+        copy_config_to_registered_loggers(source_logger=logger, include={"athena_warm"})
+    elif not ours.handlers:
+        from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(LambdaPowertoolsFormatter(
+            service=os.environ.get("POWERTOOLS_SERVICE_NAME", "athena-warm")))
+        ours.addHandler(handler)
+        ours.propagate = False
+    level = resolve(None, "LOG_LEVEL", "INFO").upper()
+    if logger is None or ours.level == logging.NOTSET:
+        ours.setLevel(level)
+
+
+def warm_mappings(
+    *mappings: MappingRef,
+    optional: Sequence[MappingRef] = (),
+    cache: Cache | None = None,
+    logger: Any = None,
+    tracer: Any = None,
+    metrics_namespace: str | None = None,
+    price_per_tb: float | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A Powertools middleware that makes ``mappings`` ready before the handler runs.
+
+    A required mapping that cannot be had fails the invocation with MappingUnavailableError
+    (the handler does not run); an ``optional`` one lets the handler run, and its
+    ``get_mapping()`` raises the problem. ``logger`` (a Powertools Logger) shares its
+    configuration with athena-warm's log lines; ``tracer`` (a Powertools Tracer) gets X-Ray
+    subsegments for L2 and origin calls. Metrics go to ``metrics_namespace`` (default
+    ``$ATHENA_WARM_METRICS_NAMESPACE``, ``$POWERTOOLS_METRICS_NAMESPACE``, ``athena-warm``).
+    ``ATHENA_WARM_DISABLED=true`` bypasses the cache (every invocation queries the origin).
+    """
+    from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
+
+    required = [_name(m) for m in mappings]
+    optional_names = [_name(m) for m in optional]
+    _configure_logging(logger)
+    namespace = resolve(metrics_namespace, "METRICS_NAMESPACE",
+                        os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "athena-warm")
+    price = resolve(price_per_tb, "PRICE_PER_TB", DEFAULT_PRICE_PER_TB, float)
+    collector = InvocationMetrics(namespace=namespace,
+                                  service=os.environ.get("POWERTOOLS_SERVICE_NAME"),
+                                  price_per_tb=price)
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+        register_snapstart(cache=cache)
+
+    def middleware(handler: Callable[..., Any], event: Any, context: Any) -> Any:
+        c = cache or default_cache()
+        if tracer is not None and not getattr(tracer, "disabled", False):
+            c.span = tracer.provider.in_subsegment
+        return _invoke(handler, event, context, c, required, optional_names, collector)
+
+    decorator: Callable[[Callable[..., Any]], Callable[..., Any]] = \
+        lambda_handler_decorator(middleware)
+    return decorator
+
+
+def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
+            required: list[str], optional: list[str], collector: InvocationMetrics) -> Any:
+    cache.disabled = _truthy(os.environ.get("ATHENA_WARM_DISABLED"))
+    if cache.disabled:
+        log.warning("athena-warm is disabled by ATHENA_WARM_DISABLED: every mapping is queried "
+                    "from the origin in this invocation", extra={"event": "disabled"})
+    remaining = None
+    get_remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(get_remaining):
+        remaining = get_remaining() / 1000.0
+    ours = logging.getLogger("athena_warm")
+    ours.addHandler(collector)
+    try:
+        with cache.invocation(remaining=remaining):
+            for name in required + optional:
+                if cache.l2 is not None:
+                    cache.due(name)  # one generation check per invocation
+                try:
+                    view = cache.get(name)
+                except AthenaWarmError as exc:
+                    if name in required:
+                        raise MappingUnavailableError(
+                            f"required mapping {name!r} is not available, so the handler did not "
+                            f"run: {exc}", mapping=name,
+                        ) from exc
+                    log.warning("athena-warm: optional mapping %s is not available: %s; the "
+                                "handler runs and its get_mapping(%r) raises this", name, exc,
+                                name, extra={"mapping": name, "event": "unavailable"})
+                    cache.problems[name] = exc
+                    continue
+                collector.served(name, view, cache.wall_clock())
+            return handler(event, context)
+    finally:
+        ours.removeHandler(collector)
+        collector.publish()
+
+
+def prewarm(*mappings: MappingRef, budget: str | float | None = None,
+            cache: Cache | None = None, logger: Any = None) -> dict[str, str]:
+    """Fill L1 during the init phase (call it at module level). Takes the L2 copy if there is
+    one, else queries the origin within ``budget`` seconds in all (default
+    ``$ATHENA_WARM_PREWARM_BUDGET`` or 8 s, under Lambda's 10 s init limit). Never raises: on
+    trouble it logs and leaves the work to the first invocation. Returns name -> what happened.
+    ``ATHENA_WARM_PREWARM=false`` turns it off. ``logger``: as for warm_mappings."""
+    if not _truthy(os.environ.get("ATHENA_WARM_PREWARM", "true")):
+        return {}
+    _configure_logging(logger)
+    c = cache or default_cache()
+    try:
+        total = parse_duration(budget, what="prewarm budget") if budget is not None else \
+            resolve(None, "PREWARM_BUDGET", 8.0, lambda v: parse_duration(v, what="budget"))
+    except AthenaWarmError as exc:
+        log.warning("athena-warm prewarm skipped: %s", exc)
+        return {}
+    start = time.monotonic()
+    out: dict[str, str] = {}
+    for m in mappings:
+        name = _name(m)
+        left = total - (time.monotonic() - start)
+        if left <= 0:
+            out[name] = "skipped: the init budget is spent"
+            continue
+        try:
+            view = c.get(name, remaining=left)
+            out[name] = view.meta.tier
+        except Exception as exc:
+            out[name] = f"failed: {type(exc).__name__}: {exc}"
+            log.warning("athena-warm: prewarm of %s did not complete (%s); the first invocation "
+                        "loads it", name, exc, extra={"mapping": name, "event": "prewarm_failed"})
+    log.info("athena-warm: prewarm %s in %.0f ms", out, (time.monotonic() - start) * 1000,
+             extra={"event": "prewarm"})
+    return out
+
+
+def register_snapstart(*, cache: Cache | None = None) -> bool:
+    """With SnapStart (Python 3.12+, snapshot-restore-py installed): close L2's connections
+    before the snapshot, and after a restore re-derive every copy's age from the wall clock.
+    Returns whether the hooks were registered."""
+    try:
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
+    except ImportError:
+        return False
+    register_before_snapshot(lambda: (cache or default_cache()).before_snapshot())
+    register_after_restore(lambda: (cache or default_cache()).after_restore())
+    return True
