@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._cache import Cache
 from ._declare import Mapping
 
 MAPPING = "customer_mapping"
@@ -64,23 +63,6 @@ def declare() -> Mapping:
     )
 
 
-# --- the example Lambda function (the seed document's execution counter, plus a lookup) --------
-
-EXECUTIONS = 0  # module-global: survives between invocations of one container
-
-
-def handler(event: dict[str, Any], context: Any, *, cache: Cache) -> dict[str, Any]:
-    global EXECUTIONS
-    EXECUTIONS += 1
-    customers = cache.get(MAPPING)
-    return {
-        "customer_id": event["customer_id"],
-        "account_id": customers.get(event["customer_id"]),
-        "tier": customers.meta.tier,
-        "executions": EXECUTIONS,
-    }
-
-
 class _SimulatedClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -90,19 +72,31 @@ class _SimulatedClock:
 
 
 def run_container(name: str, origin: str) -> None:
-    """One container: a process with its own L1, invoked on its schedule. Prints JSON lines."""
+    """One container: a process with its own L1 running the example function
+    (deploy/functions/customer_lookup.py, installed as athena_warm.examples.customer_lookup)
+    through the local invoker, on its schedule. Prints one ``DEMO {json}`` line per invocation."""
+    import athena_warm
+    from athena_warm.local import invoke
+
+    os.environ.update({
+        "MAPPING_TTL": TTL, "MAPPING_TTL_JITTER": "0",  # the same timeline every run
+        "ATHENA_WARM_PREWARM": "false",  # so the first invocation shows the origin load
+        "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING", "ATHENA_WARM_LOG_LEVEL": "WARNING",
+    })
     clock = _SimulatedClock()
-    cache = Cache(origin=origin, clock=clock)
-    declare()
+    athena_warm.configure(origin=origin, l2=False, clock=clock)
+    from athena_warm.examples import customer_lookup as app
+
     for at in SCHEDULES[name]:
         clock.now = at
         customer = f"C{int(at * 7919) % 200_000:07d}"
         start = time.perf_counter()
-        with cache.invocation():
-            out = handler({"customer_id": customer}, None, cache=cache)
+        out = invoke(app.handler, {"customer_id": customer}, timeout=30,
+                     function_name="customer-lookup")
         latency = time.perf_counter() - start
-        print(json.dumps({"container": name, "pid": os.getpid(), "at": at,
-                          "latency_s": latency, **out}), flush=True)
+        print("DEMO " + json.dumps({"container": name, "pid": os.getpid(), "at": at,
+                                    "latency_s": latency, **out}), flush=True)
 
 
 def _fmt_at(seconds: float) -> str:
@@ -129,6 +123,8 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
         f"          in {time.perf_counter() - t0:.1f} s\n"
         f"  origin  duckdb:{root} (the same SQL would run on Athena)\n"
         f"  mapping {MAPPING}: customer_id -> account_id, ttl {TTL}\n"
+        f"  handler deploy/functions/customer_lookup.py (Powertools Logger, Metrics, Tracer and\n"
+        f"          the warm_mappings middleware), run by athena_warm.local.invoke\n"
         f"  two containers (separate processes, each with its own L1); time inside them is\n"
         f"  simulated, latencies are real\n\n"
     )
@@ -146,7 +142,8 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
         if proc.returncode != 0:
             out.write(f"container {name} failed with exit code {proc.returncode}\n")
             failed = True
-        records += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+        records += [json.loads(line[5:]) for line in stdout.splitlines()
+                    if line.startswith("DEMO {")]
     records.sort(key=lambda r: (r["at"], r["container"]))
     header = ("container", "pid", "invocation", "at", "tier", "latency", "executions",
               "lookup")

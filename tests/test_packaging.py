@@ -9,7 +9,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["boto3", "botocore", "pyathena", "redis", "duckdb", "sqlglot", "pyarrow", "pandas"]
+HEAVY = ["boto3", "botocore", "pyathena", "redis", "duckdb", "sqlglot", "pyarrow", "pandas",
+         "aws_lambda_powertools", "msgpack", "zstandard"]
 
 
 def test_import_loads_nothing_heavy() -> None:
@@ -39,9 +40,12 @@ def test_wheel_contents(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ["athena_warm/__init__.py", "athena_warm/py.typed", "athena_warm/cli.py",
                      "athena_warm/adapters/__init__.py", "athena_warm/adapters/athena.py",
-                     "athena_warm/adapters/duckdb.py"]:
+                     "athena_warm/adapters/duckdb.py", "athena_warm/adapters/redis.py",
+                     "athena_warm/middleware.py", "athena_warm/local.py",
+                     "athena_warm/examples/customer_lookup.py",
+                     "athena_warm/examples/counter.py"]:
         assert expected in names, expected
-    assert not any(n.startswith(("adapters/", "tests/")) for n in names)
+    assert not any(n.startswith(("adapters/", "tests/", "deploy/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "athena-warm = athena_warm.cli:main" in text

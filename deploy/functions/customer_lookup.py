@@ -1,8 +1,9 @@
 """A customer -> account lookup from an Athena table, kept warm by athena-warm.
 
 Environment: ATHENA_WARM_REDIS_URL (the fleet's L2; optional), ATHENA_WARM_S3_STAGING_DIR and
-ATHENA_WARM_WORKGROUP (Athena), or ATHENA_WARM_ORIGIN=duckdb:PATH locally; MAPPING_DATABASE and
-MAPPING_TTL for the declaration. Handler: customer_lookup.handler.
+ATHENA_WARM_WORKGROUP (Athena), or ATHENA_WARM_ORIGIN=duckdb:PATH locally; MAPPING_DATABASE,
+MAPPING_TTL and MAPPING_TTL_JITTER for the declaration. Handler: customer_lookup.handler. The
+demo (`athena-warm demo`) runs this very file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CUSTOMERS = Mapping(
     key="customer_id",
     value="account_id",
     ttl=os.environ.get("MAPPING_TTL", "24h"),
+    ttl_jitter=float(os.environ.get("MAPPING_TTL_JITTER", "0.1")),
     max_stale="7d",
 )
 
