@@ -110,6 +110,9 @@ class AthenaOrigin:
         self._clients: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
         self._converter: Any = None
+        # Called after every status poll with {query_id, state, elapsed_s, scanned_bytes}:
+        # the CLI shows a long query's progress with it.
+        self.progress: Callable[[dict[str, Any]], None] | None = None
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -170,8 +173,16 @@ class AthenaOrigin:
         ``max_wait=0`` looks once. The query timeout counts from this call.
         """
         athena, _ = self.clients()
-        deadline = self._clock() + self.query_timeout
-        until = None if max_wait is None else self._clock() + max_wait
+        try:
+            return self._wait(athena, query_id, max_wait)
+        except KeyboardInterrupt:  # Ctrl-C in the CLI: do not leave the query running
+            self._stop(query_id)
+            raise
+
+    def _wait(self, athena: Any, query_id: str, max_wait: float | None) -> dict[str, Any] | None:
+        started = self._clock()
+        deadline = started + self.query_timeout
+        until = None if max_wait is None else started + max_wait
         interval = self.poll_interval
         while True:
             qe = self._call(athena.get_query_execution, query_id, QueryExecutionId=query_id)[
@@ -179,6 +190,12 @@ class AthenaOrigin:
             ]
             status = qe.get("Status", {})
             state = status.get("State", "UNKNOWN")
+            if self.progress is not None:
+                self.progress({
+                    "query_id": query_id, "state": state,
+                    "elapsed_s": round(self._clock() - started, 1),
+                    "scanned_bytes": qe.get("Statistics", {}).get("DataScannedInBytes"),
+                })
             if state == "SUCCEEDED":
                 return dict(qe)
             if state in _FINAL_STATES:
@@ -209,8 +226,10 @@ class AthenaOrigin:
             interval = min(interval * 1.5, self.max_poll_interval)
 
     def _on_timeout(self, query_id: str) -> None:
-        if not self.cancel_on_timeout:
-            return
+        if self.cancel_on_timeout:
+            self._stop(query_id)
+
+    def _stop(self, query_id: str) -> None:
         athena, _ = self.clients()
         try:
             athena.stop_query_execution(QueryExecutionId=query_id)

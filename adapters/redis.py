@@ -2,7 +2,8 @@
 
 Keys (one hash tag per mapping, so one mapping lives in one cluster slot)::
 
-    {ns}:{<name>}:gen                        generation counter (INCR on invalidation)
+    {ns}:{<name>}:gen                        hash: g = generation (HINCRBY on invalidation),
+                                             hard = the lowest generation still servable
     {ns}:{<name>}:<fingerprint>:ptr          "<version>:<chunks>", switched last
     {ns}:{<name>}:<fingerprint>:<version>:<i>  chunk i of that version
 
@@ -204,6 +205,7 @@ class RedisL2:
         self.breaker = CircuitBreaker(self.reset_window, clock)
         self._client = client
         self._client_lock = threading.Lock()
+        self._floors: dict[str, int] = {}
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -293,11 +295,19 @@ class RedisL2:
     # -- the tier --------------------------------------------------------------------------------
 
     def generation(self, mapping: str) -> int | None:
+        """One HMGET of the mapping's generation and hard floor (kept for ``floor()``)."""
+
         def op(c: Any) -> int | None:
-            raw = c.get(self.key(mapping, "gen"))
-            return int(raw) if raw is not None else 0
+            g, hard = c.hmget(self.key(mapping, "gen"), "g", "hard")
+            self._floors[mapping] = int(hard) if hard is not None else 0
+            return int(g) if g is not None else 0
 
         return self._run("generation check", mapping, op, None)
+
+    def floor(self, mapping: str) -> int:
+        """The lowest generation still servable, as of the latest generation(): copies below it
+        were hard-invalidated and are not served even as stale."""
+        return self._floors.get(mapping, 0)
 
     def read(self, mapping: str, fingerprint: str) -> bytes | None:
         ptr_key = self.key(mapping, fingerprint, "ptr")
@@ -354,9 +364,12 @@ class RedisL2:
 
         return self._run("write", mapping, op, False)
 
-    def bump(self, mapping: str) -> int:
+    def bump(self, mapping: str, *, hard: bool = False) -> int:
+        key = self.key(mapping, "gen")
         try:
-            return int(self.client().incr(self.key(mapping, "gen")))
+            if hard:  # the new generation is also the floor, in one step
+                return int(self.client().eval(_HARD_BUMP, 1, key))
+            return int(self.client().hincrby(key, "g", 1))
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
@@ -404,6 +417,8 @@ _LEASE_UPDATE = _LEASE_HELD + (
     "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1"
 )
 _LEASE_RELEASE = _LEASE_HELD + "return redis.call('DEL', KEYS[1])"
+_HARD_BUMP = ("local g = redis.call('HINCRBY', KEYS[1], 'g', 1) "
+              "redis.call('HSET', KEYS[1], 'hard', g) return g")
 
 
 def _is_redis_error(exc: BaseException) -> bool:

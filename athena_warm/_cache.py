@@ -36,7 +36,7 @@ from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._l1 import L1, Entry
 from ._policy import LocalLeases, RefreshPolicy, jittered
 from ._view import MappingMeta, MappingView
-from .exceptions import UnknownMappingError
+from .exceptions import L2Error, UnknownMappingError
 from .l2 import SharedTier, open_l2
 from .origin import Origin, QueryResult, open_origin
 
@@ -277,8 +277,10 @@ class Cache(RefreshPolicy):
                 extra={"mapping": decl.name, "event": "l2_corrupt", "reason": exc.reason},
             )
             return None
-        if header.generation != generation:
-            return None  # invalidated since it was stored (or the counter was lost)
+        if not generation <= header.generation <= generation + 1:
+            # Invalidated since it was stored, or the counter was lost. generation + 1 is a copy
+            # published by `invalidate --refresh` just before its bump: newer data, take it.
+            return None
         age = max(0.0, self.wall_clock() - header.created_at)
         if age >= decl.ttl + decl.max_stale:
             return None  # too old to serve
@@ -312,12 +314,13 @@ class Cache(RefreshPolicy):
                      created_at=view.meta.loaded_at, load_seconds=load_seconds,
                      generation=generation)
 
-    def _to_l2(self, decl: Mapping, entry: Entry) -> None:
+    def _to_l2(self, decl: Mapping, entry: Entry) -> bool:
+        """Publish ``entry`` to L2; whether it was."""
         if self.l2 is None:
-            return
+            return False
         now_generation = self.l2.generation(decl.name)
         if now_generation is None:
-            return  # unreachable: do not spend the encoding
+            return False  # unreachable: do not spend the encoding
         if now_generation > entry.generation:
             # Invalidated while we queried: this data may predate the table update.
             log.info(
@@ -325,7 +328,7 @@ class Cache(RefreshPolicy):
                 "%d)", decl.name, entry.generation, now_generation,
                 extra={"mapping": decl.name, "event": "publish_skipped"},
             )
-            return
+            return False
         meta = entry.view.meta
         blob = encode(
             entry.view, fingerprint=decl.fingerprint, generation=entry.generation,
@@ -346,6 +349,7 @@ class Cache(RefreshPolicy):
                 extra={"mapping": decl.name, "event": "publish", "tier": "l2",
                        "rows": meta.rows, "bytes": len(blob), "generation": entry.generation},
             )
+        return bool(written)
 
     def _entry_from_result(self, decl: Mapping, result: QueryResult, generation: int,
                            seconds: float) -> Entry:
@@ -398,12 +402,13 @@ class Cache(RefreshPolicy):
 
     # -- management ------------------------------------------------------------------------------
 
-    def invalidate(self, name: str) -> int | None:
+    def invalidate(self, name: str, *, hard: bool = False) -> int | None:
         """Make every container reload ``name``: bump its generation in L2 and drop this
         process's copy. Returns the new generation; None without L2, where only this process
-        is affected (other containers keep their copies until their TTL ends)."""
+        is affected (other containers keep their copies until their TTL ends). ``hard``: older
+        copies are not served even as stale while the new one loads."""
         self.declaration(name)
-        generation = self.l2.bump(name) if self.l2 is not None else None
+        generation = self.l2.bump(name, hard=hard) if self.l2 is not None else None
         self.pinned.pop(name, None)
         self.l1.discard(name)
         log.info(
@@ -412,6 +417,75 @@ class Cache(RefreshPolicy):
             extra={"mapping": name, "event": "invalidate", "generation": generation},
         )
         return generation
+
+    def switch(self, name: str, *, hard: bool = False) -> tuple[MappingView, int]:
+        """``invalidate --refresh``: query the origin, publish the result to L2 as the next
+        generation, then bump the generation. Warm containers find the new copy in L2 when
+        they see the bump: none of them waits on the origin. Returns (copy, new generation)."""
+        decl = self.declaration(name)
+        if self.l2 is None:
+            raise L2Error(
+                f"invalidate --refresh of {name!r} needs L2 (ATHENA_WARM_REDIS_URL): without it "
+                "there is no fleet to switch, only this process"
+            )
+        current = self.l2.generation(name)
+        if current is None:
+            raise L2Error(f"L2 is unreachable: {name!r} was not switched; nothing changed")
+        entry = self._query_origin(decl, current + 1, self.local_leases, "", None,
+                                   deadline=None)
+        assert entry is not None
+        if not self._to_l2(decl, entry):
+            raise L2Error(
+                f"could not publish the new copy of {name!r} to L2 (unreachable, or invalidated "
+                "meanwhile): the generation was NOT bumped, containers keep the old copy; run "
+                "it again"
+            )
+        generation = self.l2.bump(name, hard=hard)
+        self.pinned.pop(name, None)
+        self.l1.put(decl.l1_key, entry)
+        log.info("athena-warm: switched %s to generation %d (%d rows, published before the "
+                 "bump)", name, generation, entry.view.meta.rows,
+                 extra={"mapping": name, "event": "invalidate", "generation": generation,
+                        "refresh": True, "hard": hard})
+        return entry.view, generation
+
+    def l2_status(self, name: str) -> dict[str, Any]:
+        """What L2 holds for ``name``: the copy (checked end to end), the generation, the
+        lease. For the operator's ``status``."""
+        decl = self.declaration(name)
+        out: dict[str, Any] = {"name": name, "fingerprint": decl.fingerprint,
+                               "l2": self.l2 is not None}
+        if self.l2 is None:
+            return out
+        generation = self.l2.generation(name)
+        out.update(reachable=generation is not None, generation=generation,
+                   floor=self.l2.floor(name) if generation is not None else None,
+                   present=False, corrupt=None)
+        if generation is None:
+            return out
+        blob = self.l2.read(name, decl.fingerprint)
+        lease = self.l2.info(name, decl.fingerprint)
+        out["lease"] = None if lease is None else {
+            "query_id": lease.get("query_id"), "failed": lease.get("failed"),
+            "since_s": round(self.wall_clock() - float(lease.get("at", self.wall_clock())), 1)}
+        if blob is None:
+            return out
+        out.update(present=True, bytes=len(blob))
+        try:
+            header = read_header(blob)
+            out.update(copy_generation=header.generation, rows=header.rows,
+                       created_at=header.created_at, signed=header.signed)
+            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key)
+        except CorruptPayloadError as exc:
+            out["corrupt"] = exc.reason
+            return out
+        age = max(0.0, self.wall_clock() - header.created_at)
+        valid = generation <= header.generation <= generation + 1
+        out.update(age_s=round(age, 1), expires_in_s=round(decl.ttl - age, 1),
+                   stale=age >= decl.ttl or not valid,
+                   servable=valid and age < decl.ttl + decl.max_stale
+                   and header.generation >= out["floor"])
+        return out
 
     def clear(self) -> None:
         """Empty L1 (as Powertools' clear_caches)."""

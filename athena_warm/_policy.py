@@ -162,7 +162,7 @@ class RefreshPolicy:
                  newer_than: Entry | None) -> Entry | None:
         raise NotImplementedError
 
-    def _to_l2(self, decl: Mapping, entry: Entry) -> None:
+    def _to_l2(self, decl: Mapping, entry: Entry) -> bool:
         raise NotImplementedError
 
     def _entry_from_result(self, decl: Mapping, result: QueryResult, generation: int,
@@ -179,12 +179,17 @@ class RefreshPolicy:
         if too_old:
             cur = None  # past ttl + max_stale: never served again
         if cur is not None and generation is not None and generation != cur.generation:
+            assert self.l2 is not None
+            hard = cur.generation < self.l2.floor(decl.name)
             log.info(
-                "athena-warm: %s was invalidated (generation %d -> %d); refreshing",
-                decl.name, cur.generation, generation,
-                extra={"mapping": decl.name, "event": "invalidated", "generation": generation},
+                "athena-warm: %s was invalidated%s (generation %d -> %d); refreshing",
+                decl.name, " hard" if hard else "", cur.generation, generation,
+                extra={"mapping": decl.name, "event": "invalidated", "generation": generation,
+                       "hard": hard},
             )
-            cur = dataclasses.replace(cur, expires_at=now)  # stale from now on
+            # Stale from now on, served while one container refreshes; after a hard
+            # invalidation, not served at all.
+            cur = None if hard else dataclasses.replace(cur, expires_at=now)
         elif cur is not None and not origin and now < cur.expires_at:
             # Only the generation check was due, and the copy is current: keep it.
             return dataclasses.replace(cur, fresh_until=self._next_look(now, cur.expires_at))

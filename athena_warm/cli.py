@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -38,7 +39,70 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("name", nargs="*")
     w.add_argument("--all", action="store_true", help="every declared mapping")
     w.add_argument("--json", action="store_true", help="machine-readable output")
+
+    st = sub.add_parser("status", help="what L2 holds per mapping: copy, generation, lease")
+    st.add_argument("name", nargs="*")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    inv = sub.add_parser("invalidate", help="make every warm container reload (needs L2)")
+    inv.add_argument("name", nargs="*")
+    inv.add_argument("--all", action="store_true", help="every declared mapping")
+    inv.add_argument("--refresh", action="store_true",
+                     help="query the origin and publish the new copy first: a zero-gap switch")
+    inv.add_argument("--hard", action="store_true",
+                     help="never serve older copies, not even as stale, while the new one loads")
+    inv.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _names(args: argparse.Namespace, reg: Any, *, default_all: bool = False) -> list[str]:
+    if getattr(args, "all", False) and args.name:
+        raise ConfigurationError("name the mappings, or pass --all (not both)")
+    if getattr(args, "all", False) or (default_all and not args.name):
+        return list(reg.names())
+    if not args.name:
+        raise ConfigurationError("name at least one mapping, or pass --all")
+    for n in args.name:
+        reg.require(n)
+    return list(args.name)
+
+
+class Progress:
+    """A long Athena query's state, elapsed time and data scanned, on stderr: updated in place
+    on a terminal, one line per change otherwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[Any, ...] | None = None
+        self.query_id: str | None = None
+
+    def __call__(self, p: dict[str, Any]) -> None:
+        self.query_id = p["query_id"]
+        scanned = p.get("scanned_bytes")
+        text = (f"{self.name}: query {p['query_id']} {p['state']} {p['elapsed_s']:.0f}s"
+                + (f", {scanned / 1e6:,.1f} MB scanned" if scanned else ""))
+        if self.tty:
+            print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
+        elif self.last != (p["state"], scanned):
+            print(text, file=sys.stderr, flush=True)
+        self.last = (p["state"], scanned)
+
+    def done(self) -> None:
+        if self.tty and self.last is not None:
+            print(file=sys.stderr)
+
+
+def _with_progress(cache: Any, name: str) -> Progress:
+    progress = Progress(name)
+    origin = cache.origin
+    if hasattr(origin, "progress"):
+        origin.progress = progress
+    _CURRENT["progress"] = progress
+    return progress
+
+
+_CURRENT: dict[str, Progress] = {}
 
 
 def _declared(args: argparse.Namespace) -> Any:
@@ -69,7 +133,8 @@ def _human_seconds(s: float) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     reg = _declared(args)
     items = [
-        {"name": m.name, "database": m.database, "key": list(m.key_columns),
+        {"name": m.name, "tables": _tables(m.sql), "database": m.database,
+         "key": list(m.key_columns),
          "value": list(m.value_columns) or None, "ttl_s": m.ttl, "max_stale_s": m.max_stale,
          "fingerprint": m.fingerprint, "sql": m.sql}
         for m in reg
@@ -77,13 +142,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"mappings": items}, indent=2))
         return 0
-    rows = [("NAME", "DATABASE", "KEY", "VALUE", "TTL", "MAX_STALE")]
+    rows = [("NAME", "TABLES", "DATABASE", "KEY", "VALUE", "TTL", "MAX_STALE")]
     for i in items:
-        rows.append((i["name"], i["database"] or "-", ",".join(i["key"]),
+        rows.append((i["name"], ",".join(i["tables"]) or "-", i["database"] or "-",
+                     ",".join(i["key"]),
                      ",".join(i["value"]) if i["value"] else "(row)",
                      _human_seconds(i["ttl_s"]), _human_seconds(i["max_stale_s"])))
     print(_table(rows))
     return 0
+
+
+_TABLE_RE = re.compile(r"\b(?:FROM|JOIN)\s+((?:\"[^\"]+\"|[\w$]+)(?:\.(?:\"[^\"]+\"|[\w$]+))*)",
+                       re.IGNORECASE)
+
+
+def _tables(sql: str) -> list[str]:
+    """The tables a query reads (FROM and JOIN), for the operator's eye."""
+    return sorted({t.replace('"', "") for t in _TABLE_RE.findall(sql)})
 
 
 def _jsonable(v: Any) -> Any:
@@ -152,14 +227,108 @@ def _cmd_warm(args: argparse.Namespace) -> int:
     cache = configure(origin=args.origin)
     out = []
     for n in names:
+        progress = _with_progress(cache, n)
         m = cache.refresh(n)  # query the origin, publish to L2 when there is one
+        progress.done()
         out.append({"name": n, "rows": m.meta.rows, "tier": m.meta.tier,
-                    "query_id": m.meta.query_id, "nbytes": m.meta.nbytes})
+                    "query_id": m.meta.query_id, "nbytes": m.meta.nbytes,
+                    "published": cache.l2 is not None})
     if args.json:
         print(json.dumps({"warmed": out}, indent=2))
     else:
-        print(_table([("NAME", "ROWS", "FROM", "QUERY_ID")] + [
-            (o["name"], f"{o['rows']:,}", o["tier"], o["query_id"] or "-") for o in out]))
+        print(_table([("NAME", "ROWS", "FROM", "QUERY_ID", "PUBLISHED")] + [
+            (o["name"], f"{o['rows']:,}", o["tier"], o["query_id"] or "-",
+             "yes" if o["published"] else "no (no L2)") for o in out]))
+    return 0
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{sign}{s / n:.1f}{unit}"
+    return f"{sign}{s:.0f}s"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._cache import configure
+
+    reg = _declared(args)
+    names = _names(args, reg, default_all=True)
+    cache = configure(origin=args.origin)
+    items = [cache.l2_status(n) for n in names]
+    bad = any(i.get("corrupt") or not i.get("reachable", True) for i in items)
+    if args.json:
+        print(json.dumps({"l2": cache.l2 is not None, "mappings": items}, indent=2))
+        return 1 if bad else 0
+    if cache.l2 is None:
+        print("no L2 configured (ATHENA_WARM_REDIS_URL): each container holds its own copy, "
+              "which only that container can see; declared: " + ", ".join(names))
+        return 0
+    rows = [("NAME", "L2 COPY", "GEN", "COPY GEN", "AGE", "EXPIRES IN", "ROWS", "BYTES",
+             "LEASE")]
+    for i in items:
+        if not i.get("reachable"):
+            state = "L2 UNREACHABLE"
+        elif i.get("corrupt"):
+            state = f"CORRUPT ({i['corrupt']})"
+        elif not i.get("present"):
+            state = "absent"
+        elif not i.get("servable"):
+            state = "too old / invalidated"
+        else:
+            state = "stale" if i.get("stale") else "fresh"
+        lease = i.get("lease")
+        lease_text = "-" if not lease else (
+            f"failed {lease['since_s']:.0f}s ago" if lease.get("failed") else
+            f"query {lease['query_id']}" if lease.get("query_id") else
+            f"refreshing {lease['since_s']:.0f}s")
+        rows.append((i["name"], state, str(i.get("generation", "-")),
+                     str(i.get("copy_generation", "-")), _age(i.get("age_s")),
+                     _age(i.get("expires_in_s")),
+                     f"{i['rows']:,}" if i.get("rows") is not None else "-",
+                     f"{i['bytes']:,}" if i.get("bytes") is not None else "-", lease_text))
+    print(_table(rows))
+    return 1 if bad else 0
+
+
+def _cmd_invalidate(args: argparse.Namespace) -> int:
+    from ._cache import configure
+    from .exceptions import L2Error
+
+    reg = _declared(args)
+    names = _names(args, reg)
+    cache = configure(origin=args.origin)
+    if cache.l2 is None:
+        raise L2Error(
+            "no L2 configured: an invalidation reaches other containers only through L2 (the "
+            "generation counter they check). Set ATHENA_WARM_REDIS_URL to the fleet's cache; "
+            "without it, containers reload when their TTL ends."
+        )
+    out = []
+    for n in names:
+        if args.refresh:
+            progress = _with_progress(cache, n)
+            view, switched = cache.switch(n, hard=args.hard)
+            progress.done()
+            out.append({"name": n, "generation": switched, "refreshed": True,
+                        "hard": args.hard, "rows": view.meta.rows,
+                        "query_id": view.meta.query_id})
+        else:
+            out.append({"name": n, "generation": cache.invalidate(n, hard=args.hard),
+                         "refreshed": False,
+                        "hard": args.hard, "rows": None, "query_id": None})
+    if args.json:
+        print(json.dumps({"invalidated": out}, indent=2))
+    else:
+        print(_table([("NAME", "GENERATION", "REFRESHED", "HARD", "ROWS")] + [
+            (o["name"], str(o["generation"]), "yes" if o["refreshed"] else "no",
+             "yes" if o["hard"] else "no",
+             f"{o['rows']:,}" if o["rows"] is not None else "-") for o in out]))
     return 0
 
 
@@ -174,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._demo import run_demo
 
             return run_demo(rows=args.rows, workdir=args.dir)
-        handler = {"list": _cmd_list, "get": _cmd_get, "warm": _cmd_warm}[args.command]
+        handler = {"list": _cmd_list, "get": _cmd_get, "warm": _cmd_warm,
+                   "status": _cmd_status, "invalidate": _cmd_invalidate}[args.command]
         return handler(args)
     except ConfigurationError as exc:
         print(f"athena-warm: {exc}", file=sys.stderr)
@@ -183,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"athena-warm: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        progress = _CURRENT.get("progress")
+        stopped = f": query {progress.query_id} was stopped" if progress and \
+            progress.query_id else ""
+        print(f"\nathena-warm: interrupted{stopped}; nothing was published", file=sys.stderr)
         return 130
 
 

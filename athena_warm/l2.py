@@ -40,8 +40,13 @@ class SharedTier(Leases, Protocol):
         seconds. False if the store is unreachable."""
         ...
 
-    def bump(self, mapping: str) -> int:
-        """Increase the generation; return the new one. Raises L2Error when it cannot."""
+    def floor(self, mapping: str) -> int:
+        """The lowest servable generation, as read by the latest ``generation()`` call."""
+        ...
+
+    def bump(self, mapping: str, *, hard: bool = False) -> int:
+        """Increase the generation; return the new one. ``hard``: copies of older generations
+        are not served even as stale. Raises L2Error when it cannot."""
         ...
 
 

@@ -304,7 +304,8 @@ def test_acl_user(own_server: Server, duck: Any, caplog: pytest.LogCaptureFixtur
     admin = own_server.client()
     admin.execute_command("ACL", "SETUSER", "warm", "on", ">s3cret", "~athena-warm:*",
                           "resetchannels", "-@all", "+@connection", "+get", "+set", "+mget",
-                          "+incrby", "+pexpire", "+info")
+                          "+getrange", "+hmget", "+hincrby", "+hset", "+pexpire", "+del", "+eval",
+                          "+evalsha", "+info")
     url = f"redis://warm:s3cret@127.0.0.1:{own_server.port}/0"
     declare()
     a = Cache(origin=CountingOrigin(duck), l2=RedisL2(url))
@@ -313,6 +314,9 @@ def test_acl_user(own_server: Server, duck: Any, caplog: pytest.LogCaptureFixtur
     b = Cache(origin=b_origin, l2=RedisL2(url))
     assert b.get("customers").meta.tier == "l2" and b_origin.calls == 0
     assert a.invalidate("customers") == 1
+    assert a.invalidate("customers", hard=True) == 2
+    # Every command athena-warm sends is in the documented ACL: nothing failed open.
+    assert a.l2.breaker.failures == 0 and b.l2.breaker.failures == 0  # type: ignore[union-attr]
     bad = RedisL2(f"redis://warm:wrong@127.0.0.1:{own_server.port}/0")
     with caplog.at_level(logging.WARNING, logger="athena_warm"):
         assert bad.generation("customers") is None  # refused: a miss, logged
