@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ import pytest
 
 import athena_warm
 from athena_warm import _cache, _declare
+from tests.servers import Server, free_port, server_binaries
 
 REGION = "us-east-1"
 STAGING = "s3://athena-results/staging/"
@@ -124,6 +128,30 @@ def athena(aws: None, lake: Path, clock: FakeClock) -> Any:
 
 
 @pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto server process (for tests whose several processes share one fake AWS)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
 def duck(lake: Path) -> Any:
     from athena_warm.adapters.duckdb import DuckDBOrigin
 
@@ -146,7 +174,6 @@ def make_cache(clock: FakeClock) -> Any:
 
 # --- real Redis / Valkey servers --------------------------------------------------------------
 
-from tests.servers import Server, server_binaries  # noqa: E402
 
 SERVERS = server_binaries()
 _required = [s for s in os.environ.get("ATHENA_WARM_TEST_REQUIRE_SERVERS", "").split(",") if s]

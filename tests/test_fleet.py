@@ -8,24 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from athena_warm.adapters.redis import RedisL2
 
-from athena_warm import Cache, Mapping
-from tests.servers import free_port
-from tests.test_l1 import CountingOrigin
+from athena_warm import Cache
+from tests.helpers import CountingOrigin, declare
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def declare() -> Mapping:
-    return Mapping("customers", sql="SELECT customer_id, account_id FROM customers",
-                   database="analytics", key="customer_id", value="account_id", ttl="1h",
-                   max_stale="1d", ttl_jitter=0)
 
 
 def spawn(**opts: Any) -> subprocess.Popen[str]:
@@ -103,29 +97,6 @@ def test_a_holder_killed_mid_refresh_is_taken_over_once(
     assert result["tier"] == "origin", result
     assert int(admin.get("test:queries")) == 2  # exactly one more query
     assert time.monotonic() - started >= 1.0  # it waited for the dead holder's lease to end
-
-
-@pytest.fixture
-def moto_server(redis_url: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_hand_over_across_two_processes(

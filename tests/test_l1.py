@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,29 +11,7 @@ import pytest
 import athena_warm
 from athena_warm import Cache, Column, Mapping, QueryResult, ReadOnlyMappingError
 from tests.conftest import FakeClock
-
-
-class CountingOrigin:
-    """A real origin (DuckDB) that counts its queries and can be slowed down or broken."""
-
-    name = "counting"
-
-    def __init__(self, inner: Any, *, delay: float = 0.0) -> None:
-        self.inner = inner
-        self.delay = delay
-        self.calls = 0
-        self.fail: Exception | None = None
-        self._lock = threading.Lock()
-
-    def query(self, sql: str, params: Sequence[Any], **kw: Any) -> QueryResult:
-        with self._lock:
-            self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        result: QueryResult = self.inner.query(sql, params, **kw)
-        return result
+from tests.helpers import CountingOrigin, declare
 
 
 @pytest.fixture
@@ -42,12 +19,6 @@ def origin(duck: Any) -> CountingOrigin:
     return CountingOrigin(duck)
 
 
-def declare(name: str = "customers", **kw: Any) -> Mapping:
-    opts: dict[str, Any] = dict(
-        sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h", ttl_jitter=0)
-    opts.update(kw)
-    return Mapping(name, **opts)
 
 
 def test_origin_then_l1_then_ttl_reload(origin: CountingOrigin, clock: FakeClock) -> None:

@@ -19,20 +19,14 @@ import pytest
 from athena_warm.adapters.redis import ElastiCacheIAMProvider, RedisL2
 
 import athena_warm
-from athena_warm import Cache, ConfigurationError, L2Error, Mapping
+from athena_warm import Cache, ConfigurationError, L2Error
 from tests.conftest import FakeClock
+from tests.helpers import CountingOrigin, declare
 from tests.servers import Server, start_cluster
-from tests.test_l1 import CountingOrigin
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def declare(name: str = "customers", **kw: Any) -> Mapping:
-    opts: dict[str, Any] = dict(
-        sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
-    opts.update(kw)
-    return Mapping(name, **opts)
 
 
 class Fleet:

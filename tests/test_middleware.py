@@ -14,15 +14,7 @@ from athena_warm import Cache, Mapping, MappingUnavailableError, OriginError, ge
 from athena_warm.local import LambdaContext, invoke
 from athena_warm.middleware import prewarm, register_snapstart, warm_mappings
 from tests.conftest import FakeClock
-from tests.test_l1 import CountingOrigin
-
-
-def declare(name: str = "customers", **kw: Any) -> Mapping:
-    opts: dict[str, Any] = dict(
-        sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h", ttl_jitter=0)
-    opts.update(kw)
-    return Mapping(name, **opts)
+from tests.helpers import CountingOrigin, declare
 
 
 def lines(text: str) -> list[dict[str, Any]]:

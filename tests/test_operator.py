@@ -17,7 +17,7 @@ from athena_warm.adapters.redis import RedisL2
 
 from athena_warm import Cache, Mapping, OriginError
 from tests.conftest import FakeClock
-from tests.test_l1 import CountingOrigin
+from tests.helpers import CountingOrigin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,51 +142,34 @@ def test_invalidate_without_l2_explains(env: dict[str, str]) -> None:
     assert "no L2 configured" in cli(no_l2, "status").stdout
 
 
-def test_ctrl_c_stops_the_running_athena_query(env: dict[str, str], tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_running_athena_query(env: dict[str, str], moto_server: str) -> None:
     import boto3
     import requests
 
-    from tests.servers import free_port
-
-    port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url}
-        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+    url = moto_server
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url}
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="athena-results")
+    requests.post(url + "/moto-api/state-manager/set-transition", timeout=5,
+                  json={"model_name": "athena::execution",
+                        "transition": {"progression": "manual", "times": 10**6}})
+    athena_env = {**env, **aws, "ATHENA_WARM_ORIGIN": "athena",
+                  "ATHENA_WARM_S3_STAGING_DIR": "s3://athena-results/staging/",
+                  "ATHENA_WARM_POLL_INTERVAL": "0.1s"}
+    proc = subprocess.Popen([sys.executable, "-m", "athena_warm.cli", "warm", "customers"],
+                            env=athena_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # progress, one line per change off a terminal
+    assert "customers: query " in line and "QUEUED" in line, line
+    query_id = line.split("query ")[1].split()[0]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert f"query {query_id} was stopped" in err
+    athena = boto3.client("athena", endpoint_url=url, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        s3.create_bucket(Bucket="athena-results")
-        requests.post(url + "/moto-api/state-manager/set-transition", timeout=5,
-                      json={"model_name": "athena::execution",
-                            "transition": {"progression": "manual", "times": 10**6}})
-        athena_env = {**env, **aws, "ATHENA_WARM_ORIGIN": "athena",
-                      "ATHENA_WARM_S3_STAGING_DIR": "s3://athena-results/staging/",
-                      "ATHENA_WARM_POLL_INTERVAL": "0.1s"}
-        proc = subprocess.Popen([sys.executable, "-m", "athena_warm.cli", "warm", "customers"],
-                                env=athena_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # progress, one line per change off a terminal
-        assert "customers: query " in line and "QUEUED" in line, line
-        query_id = line.split("query ")[1].split()[0]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130
-        assert f"query {query_id} was stopped" in err
-        athena = boto3.client("athena", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        state = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
-        assert state["Status"]["State"] == "CANCELLED"
-    finally:
-        moto.terminate()
-        moto.wait(10)
+    state = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+    assert state["Status"]["State"] == "CANCELLED"

@@ -13,21 +13,12 @@ from athena_warm.adapters.redis import RedisL2
 from athena_warm import (
     Cache,
     DeadlineError,
-    Mapping,
     OriginError,
     StaleLimitError,
 )
 from athena_warm._policy import LocalLeases, jittered
 from tests.conftest import FakeClock
-from tests.test_l1 import CountingOrigin
-
-
-def declare(name: str = "customers", **kw: Any) -> Mapping:
-    opts: dict[str, Any] = dict(
-        sql="SELECT customer_id, account_id FROM customers", database="analytics",
-        key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
-    opts.update(kw)
-    return Mapping(name, **opts)
+from tests.helpers import CountingOrigin, declare
 
 
 class Clocks:

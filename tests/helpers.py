@@ -1,0 +1,42 @@
+"""Shared by the tests: a counting origin and the usual declaration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from athena_warm import Mapping, QueryResult
+
+
+class CountingOrigin:
+    """A real origin (DuckDB) that counts its queries and can be slowed down or broken."""
+
+    name = "counting"
+
+    def __init__(self, inner: Any, *, delay: float = 0.0) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls = 0
+        self.fail: Exception | None = None
+        self._lock = threading.Lock()
+
+    def query(self, sql: str, params: Sequence[Any], **kw: Any) -> QueryResult:
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        result: QueryResult = self.inner.query(sql, params, **kw)
+        return result
+
+
+def declare(name: str = "customers", **kw: Any) -> Mapping:
+    """analytics.customers as customer_id -> account_id, TTL 1 h, max_stale 1 d, no jitter."""
+    opts: dict[str, Any] = dict(
+        sql="SELECT customer_id, account_id FROM customers", database="analytics",
+        key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
+    opts.update(kw)
+    return Mapping(name, **opts)
