@@ -1,0 +1,63 @@
+"""deploy/: the SAM template is valid CloudFormation with least-privilege IAM, and the layer
+builds and imports on its own (without this machine's site-packages)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def test_template_is_valid() -> None:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    r = subprocess.run([str(cfn_lint), str(DEPLOY / "template.yaml")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_template_uses_the_example_files_and_least_privilege() -> None:
+    text = (DEPLOY / "template.yaml").read_text()
+    for handler in re.findall(r"Handler: (\w+)\.handler", text):
+        assert (DEPLOY / "functions" / f"{handler}.py").is_file(), handler
+    # Exactly the Athena calls the origin makes, on one workgroup: no athena:*.
+    assert "athena:*" not in text and '"*"' not in text and "Resource: '*'" not in text
+    for action in ("StartQueryExecution", "GetQueryExecution", "GetQueryResults",
+                   "StopQueryExecution"):
+        assert f"athena:{action}" in text
+    assert ":workgroup/${Workgroup}" in text
+
+
+def test_layer_builds_and_imports_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "PIP": f"{sys.executable} -m pip"}
+    r = subprocess.run(["bash", str(DEPLOY / "build_layer.sh"), "--local"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    layer = DEPLOY / "build" / "layer" / "python"
+    assert (layer / "athena_warm" / "adapters" / "redis.py").is_file()
+    assert not (layer / "boto3").exists()  # the runtime provides it
+    # What the Lambda Python runtime adds: boto3, botocore, s3transfer (and nothing else).
+    import boto3
+    import botocore
+    import s3transfer
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    for mod in (boto3, botocore, s3transfer):
+        (runtime / mod.__name__).symlink_to(Path(mod.__file__).parent)
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
+        "import athena_warm, athena_warm.middleware, athena_warm.adapters.redis, "
+        "athena_warm._codec, msgpack, zstandard, redis, aws_lambda_powertools; "
+        "import athena_warm.examples.customer_lookup as app; print(app.handler.__name__)"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ATHENA_WARM_", "PYTHON"))}
+    r = subprocess.run([sys.executable, "-S", "-c", code, str(layer), str(runtime)],
+                       capture_output=True,
+                       text=True, env={**clean, "ATHENA_WARM_PREWARM": "false",
+                                       "POWERTOOLS_TRACE_DISABLED": "true"})
+    assert r.returncode == 0, r.stderr[-2000:]
