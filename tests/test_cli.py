@@ -97,3 +97,14 @@ def test_errors_and_exit_codes(config: Path, lake: Path) -> None:
     assert r.returncode == 2
     r = cli("--config", str(config), "--origin", "duckdb:/no/such/dir", "get", "customers", "x")
     assert r.returncode == 2 and "neither a folder" in r.stderr
+
+
+def test_demo_with_l2(tmp_path: Path) -> None:
+    r = cli("demo", "--dir", str(tmp_path), "--rows", "20000", "--l2")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if re.match(r"^[AB]\s+\d+\s+#\d+", ln)]
+    tiers = [(ln.split()[0], ln.split()[4]) for ln in lines]
+    assert ("B", "origin") not in tiers  # container B never queried the origin
+    assert tiers.count(("B", "l2")) == 2 and tiers.count(("A", "origin")) == 2
+    assert "the fleet's copy from L2: no query" in r.stdout
+    assert "the fleet's new copy from L2" in r.stdout
