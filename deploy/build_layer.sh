@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the athena-warm Lambda layer into deploy/build/layer/python (what template.yaml's
 # AthenaWarmLayer points at). boto3/botocore/s3transfer are left out: the Python runtime has
-# them; Powertools comes with its tracer extra (aws-xray-sdk). Usage: deploy/build_layer.sh [--local]   (--local: this machine's platform, for tests;
+# them. Usage: deploy/build_layer.sh [--local]   (--local: this machine's platform, for tests;
 # default: manylinux x86_64 wheels for Python 3.12, as Lambda runs them)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,10 +15,10 @@ trap 'rm -rf "$wheels"' EXIT
 $pip wheel --quiet --no-deps -w "$wheels" "$root"   # athena-warm itself: pure Python
 wheel=$(ls "$wheels"/athena_warm-*.whl)
 if [ "${1:-}" = "--local" ]; then
-  $pip install --quiet --target "$out" "$wheel[redis]" "aws-lambda-powertools[tracer]"
+  $pip install --quiet --target "$out" "$wheel[redis]"
 else
   $pip install --quiet --target "$out" --platform manylinux2014_x86_64 --implementation cp \
-    --python-version 3.12 --only-binary=:all: "$wheel[redis]" "aws-lambda-powertools[tracer]"
+    --python-version 3.12 --only-binary=:all: "$wheel[redis]"
 fi
 rm -rf "$out"/boto3 "$out"/botocore "$out"/s3transfer "$out"/boto3-* "$out"/botocore-* \
   "$out"/s3transfer-* "$out"/bin
