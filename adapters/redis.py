@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse, urlunparse
 
 from .._config import parse_bytes, parse_duration, resolve
+from .._events import emit
 from .._policy import decode_lease, encode_lease
 from ..exceptions import ConfigurationError, L2Error
 
@@ -283,7 +284,7 @@ class RedisL2:
             if not _is_redis_error(exc):
                 raise
             self.breaker.failure()
-            log.warning(
+            emit(logging.WARNING,
                 "athena-warm L2 %s of %s failed (%s: %s); serving from L1/origin, and skipping "
                 "L2 for %.0f s", what, mapping, type(exc).__name__, exc, self.reset_window,
                 extra={"mapping": mapping, "event": "l2_error", "tier": "l2"},

@@ -33,6 +33,7 @@ from ._codec import (
 )
 from ._config import default_l1_max_bytes, parse_bytes, parse_duration, resolve
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
+from ._events import emit
 from ._l1 import L1, Entry
 from ._policy import LocalLeases, RefreshPolicy, jittered
 from ._view import MappingMeta, MappingView
@@ -173,7 +174,8 @@ class Cache(RefreshPolicy):
         """The kill switch (ATHENA_WARM_DISABLED): straight from the origin, nothing cached
         beyond this invocation."""
         decl = self.declaration(name)
-        log.warning("athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
+        emit(logging.WARNING,
+            "athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
                     name, extra={"mapping": name, "event": "disabled"})
         entry = self._query_origin(decl, 0, self.local_leases, "", None, deadline=None)
         assert entry is not None
@@ -213,7 +215,7 @@ class Cache(RefreshPolicy):
             entry.expires_at += shift
             entry.stale_until += shift
             entry.fresh_until = now  # look again (and check the generation) on first use
-        log.info("athena-warm: restored from a snapshot; %d copies kept", len(self.l1),
+        emit(logging.INFO, "athena-warm: restored from a snapshot; %d copies kept", len(self.l1),
                  extra={"event": "restore"})
 
     def refresh(self, name: str, *, remaining: float | None = None) -> MappingView:
@@ -271,7 +273,7 @@ class Cache(RefreshPolicy):
             view, header, extras = decode(blob, fingerprint=decl.fingerprint,
                                           signing_key=self.signing_key)
         except CorruptPayloadError as exc:
-            log.warning(
+            emit(logging.WARNING,
                 "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the "
                 "next load replaces it", decl.name, exc.reason,
                 extra={"mapping": decl.name, "event": "l2_corrupt", "reason": exc.reason},
@@ -293,7 +295,7 @@ class Cache(RefreshPolicy):
         )
         now = self.clock()
         ms = (time.perf_counter() - start) * 1000
-        log.info(
+        emit(logging.INFO,
             "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
             decl.name, header.rows, len(blob), age, ms,
             extra={"mapping": decl.name, "event": "load", "tier": "l2", "rows": header.rows,
@@ -323,7 +325,7 @@ class Cache(RefreshPolicy):
             return False  # unreachable: do not spend the encoding
         if now_generation > entry.generation:
             # Invalidated while we queried: this data may predate the table update.
-            log.info(
+            emit(logging.INFO,
                 "athena-warm: not publishing %s: invalidated during the load (generation %d -> "
                 "%d)", decl.name, entry.generation, now_generation,
                 extra={"mapping": decl.name, "event": "publish_skipped"},
@@ -343,8 +345,7 @@ class Cache(RefreshPolicy):
             written = self.l2.write(decl.name, decl.fingerprint, blob,
                                     ttl=decl.ttl + decl.max_stale)
         if written:
-            log.info(
-                "athena-warm: published %s to L2: %d rows, %d bytes, generation %d",
+            emit(logging.INFO, "athena-warm: published %s to L2: %d rows, %d bytes, generation %d",
                 decl.name, meta.rows, len(blob), entry.generation,
                 extra={"mapping": decl.name, "event": "publish", "tier": "l2",
                        "rows": meta.rows, "bytes": len(blob), "generation": entry.generation},
@@ -367,8 +368,7 @@ class Cache(RefreshPolicy):
             nbytes=built.nbytes,
             query_id=result.query_id,
         )
-        log.info(
-            "athena-warm: loaded %s from %s: %d rows in %.0f ms",
+        emit(logging.INFO, "athena-warm: loaded %s from %s: %d rows in %.0f ms",
             decl.name, self.origin.name, len(view), seconds * 1000,
             extra={
                 "mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
@@ -411,8 +411,7 @@ class Cache(RefreshPolicy):
         generation = self.l2.bump(name, hard=hard) if self.l2 is not None else None
         self.pinned.pop(name, None)
         self.l1.discard(name)
-        log.info(
-            "athena-warm: invalidated %s (%s)", name,
+        emit(logging.INFO, "athena-warm: invalidated %s (%s)", name,
             f"generation {generation}" if generation is not None else "this process only: no L2",
             extra={"mapping": name, "event": "invalidate", "generation": generation},
         )
@@ -443,7 +442,8 @@ class Cache(RefreshPolicy):
         generation = self.l2.bump(name, hard=hard)
         self.pinned.pop(name, None)
         self.l1.put(decl.l1_key, entry)
-        log.info("athena-warm: switched %s to generation %d (%d rows, published before the "
+        emit(logging.INFO,
+            "athena-warm: switched %s to generation %d (%d rows, published before the "
                  "bump)", name, generation, entry.view.meta.rows,
                  extra={"mapping": name, "event": "invalidate", "generation": generation,
                         "refresh": True, "hard": hard})

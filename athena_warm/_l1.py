@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ._events import emit
 from ._view import MappingView
 
 log = logging.getLogger("athena_warm")
@@ -129,13 +130,12 @@ class L1:
             )
             gone = self._entries.pop(victim)
             self._bytes -= gone.nbytes
-            log.info(
-                "athena-warm L1 evicted %s (%d bytes) to stay under %d bytes",
+            emit(logging.INFO, "athena-warm L1 evicted %s (%d bytes) to stay under %d bytes",
                 victim[0], gone.nbytes, self.max_bytes,
                 extra={"mapping": victim[0], "nbytes": gone.nbytes, "event": "l1_evict"},
             )
         if self._bytes > self.max_bytes:
-            log.warning(
+            emit(logging.WARNING,
                 "athena-warm L1: mapping %s alone (%d bytes) exceeds the L1 bound of %d bytes; "
                 "kept anyway. Raise ATHENA_WARM_L1_MAX_BYTES or give the function more memory.",
                 keep[0], self._bytes, self.max_bytes,

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._events import emit
 from .exceptions import DeadlineError, OriginError, StaleLimitError
 from .origin import AsyncOrigin
 
@@ -181,7 +182,7 @@ class RefreshPolicy:
         if cur is not None and generation is not None and generation != cur.generation:
             assert self.l2 is not None
             hard = cur.generation < self.l2.floor(decl.name)
-            log.info(
+            emit(logging.INFO,
                 "athena-warm: %s was invalidated%s (generation %d -> %d); refreshing",
                 decl.name, " hard" if hard else "", cur.generation, generation,
                 extra={"mapping": decl.name, "event": "invalidated", "generation": generation,
@@ -292,7 +293,7 @@ class RefreshPolicy:
                         max_wait = max(0.0, deadline - self.clock() - DEADLINE_MARGIN)
                     execution = origin.wait(query_id, max_wait=max_wait)
                     if execution is None:
-                        log.warning(
+                        emit(logging.WARNING,
                             "athena-warm: refresh of %s handed over: query %s still runs at "
                             "this invocation's deadline; a later invocation collects it",
                             decl.name, query_id,
@@ -305,7 +306,7 @@ class RefreshPolicy:
                     expected = stale.load_seconds if stale is not None else 0.0
                     left = None if deadline is None else deadline - self.clock() - DEADLINE_MARGIN
                     if left is not None and left <= expected:
-                        log.info(
+                        emit(logging.INFO,
                             "athena-warm: not refreshing %s now: the last load took %.1f s, "
                             "more than this invocation has left", decl.name, expected,
                             extra={"mapping": decl.name, "event": "refresh_deferred"},
@@ -314,7 +315,7 @@ class RefreshPolicy:
                     result = origin.query(decl.sql, decl.params, database=decl.database,
                                           workgroup=decl.workgroup, catalog=decl.catalog)
         except OriginError as exc:
-            log.error(
+            emit(logging.ERROR,
                 "athena-warm: loading %s from the origin failed: %s", decl.name, exc,
                 extra={"mapping": decl.name, "event": "origin_error", "query_id": exc.query_id},
             )
@@ -339,7 +340,8 @@ class RefreshPolicy:
             return self._stale_or_raise(decl, stale, exc.with_mapping(decl.name),
                                         too_old=too_old)
         entry = self._entry_from_result(decl, result, gen, self.clock() - start)
-        log.info("athena-warm: collected %s from handed-over query %s", decl.name, query_id,
+        emit(logging.INFO,
+            "athena-warm: collected %s from handed-over query %s", decl.name, query_id,
                  extra={"mapping": decl.name, "event": "collect", "query_id": query_id})
         self._to_l2(decl, entry)
         leases.release(decl.name, decl.fingerprint, str(info.get("token")))
@@ -382,7 +384,7 @@ class RefreshPolicy:
                      error: BaseException | None = None) -> Entry:
         now = self.clock()
         age = self.wall_clock() - stale.created_at
-        (log.error if error is not None else log.info)(
+        emit(logging.ERROR if error is not None else logging.INFO,
             "athena-warm: serving a stale copy of %s (%.0f s old; ttl %g s, max_stale %g s): %s",
             decl.name, age, decl.ttl, decl.max_stale, why if error is None else error,
             extra={"mapping": decl.name, "event": "stale_served", "age_s": round(age, 1),

@@ -27,6 +27,7 @@ from typing import Any
 from ._cache import Cache, default_cache
 from ._config import parse_duration, resolve
 from ._declare import Mapping
+from ._events import emit, listeners
 from ._view import MappingView
 from .exceptions import AthenaWarmError, MappingUnavailableError
 
@@ -46,13 +47,13 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class InvocationMetrics(logging.Handler):
-    """Counts what the cache does during one invocation (from its structured log records) and
-    flushes it as EMF, one record per mapping, through Powertools' EphemeralMetrics."""
+class InvocationMetrics:
+    """Counts what the cache does during one invocation (from its events, whatever the log
+    level) and flushes it as EMF, one record per mapping, through Powertools'
+    EphemeralMetrics."""
 
     def __init__(self, *, namespace: str | None, service: str | None,
                  price_per_tb: float) -> None:
-        super().__init__(level=logging.DEBUG)
         self.namespace = namespace
         self.service = service
         self.price_per_tb = price_per_tb
@@ -60,17 +61,17 @@ class InvocationMetrics(logging.Handler):
         self.ages: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "event", None)
-        mapping = getattr(record, "mapping", None)
+    def record(self, fields: dict[str, Any]) -> None:
+        event = fields.get("event")
+        mapping = fields.get("mapping")
         if event is None or mapping is None:
             return
         with self._lock:
             c = self.counts[mapping]
-            tier = getattr(record, "tier", None)
+            tier = fields.get("tier")
             if event == "load" and tier == "origin":
                 c["OriginQueries"] += 1
-                scanned = getattr(record, "bytes_scanned", None) or 0
+                scanned = fields.get("bytes_scanned") or 0
                 c["AthenaBytesScanned"] += scanned
                 c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
             elif event == "load" and tier == "l2":
@@ -189,14 +190,14 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
             required: list[str], optional: list[str], collector: InvocationMetrics) -> Any:
     cache.disabled = _truthy(os.environ.get("ATHENA_WARM_DISABLED"))
     if cache.disabled:
-        log.warning("athena-warm is disabled by ATHENA_WARM_DISABLED: every mapping is queried "
+        emit(logging.WARNING,
+            "athena-warm is disabled by ATHENA_WARM_DISABLED: every mapping is queried "
                     "from the origin in this invocation", extra={"event": "disabled"})
     remaining = None
     get_remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(get_remaining):
         remaining = get_remaining() / 1000.0
-    ours = logging.getLogger("athena_warm")
-    ours.addHandler(collector)
+    listeners.append(collector.record)
     try:
         with cache.invocation(remaining=remaining):
             for name in required + optional:
@@ -210,7 +211,8 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
                             f"required mapping {name!r} is not available, so the handler did not "
                             f"run: {exc}", mapping=name,
                         ) from exc
-                    log.warning("athena-warm: optional mapping %s is not available: %s; the "
+                    emit(logging.WARNING,
+                        "athena-warm: optional mapping %s is not available: %s; the "
                                 "handler runs and its get_mapping(%r) raises this", name, exc,
                                 name, extra={"mapping": name, "event": "unavailable"})
                     cache.problems[name] = exc
@@ -218,7 +220,7 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
                 collector.served(name, view, cache.wall_clock())
             return handler(event, context)
     finally:
-        ours.removeHandler(collector)
+        listeners.remove(collector.record)
         collector.publish()
 
 
@@ -252,9 +254,10 @@ def prewarm(*mappings: MappingRef, budget: str | float | None = None,
             out[name] = view.meta.tier
         except Exception as exc:
             out[name] = f"failed: {type(exc).__name__}: {exc}"
-            log.warning("athena-warm: prewarm of %s did not complete (%s); the first invocation "
+            emit(logging.WARNING,
+                "athena-warm: prewarm of %s did not complete (%s); the first invocation "
                         "loads it", name, exc, extra={"mapping": name, "event": "prewarm_failed"})
-    log.info("athena-warm: prewarm %s in %.0f ms", out, (time.monotonic() - start) * 1000,
+    emit(logging.INFO, "athena-warm: prewarm %s in %.0f ms", out, (time.monotonic() - start) * 1000,
              extra={"event": "prewarm"})
     return out
 

@@ -363,3 +363,16 @@ def test_example_functions(duck: Any, lake: Any, monkeypatch: pytest.MonkeyPatch
     assert first == {"customer_id": "C0003", "account_id": "A3", "tier": "origin",
                      "executions": 1}
     assert second["tier"] == "l1" and second["executions"] == 2
+
+
+def test_metrics_do_not_depend_on_the_log_level(duck: Any, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ATHENA_WARM_LOG_LEVEL", "ERROR")
+    declare()
+    cache = athena_warm.configure(origin=duck, l2=False)
+    handler = warm_mappings("customers", cache=cache)(lambda event, context: "ok")
+    assert invoke(handler) == "ok"
+    out = captured(capsys)
+    (record,) = emf(out)
+    assert record["OriginQueries"] == [1.0] and record["HitsOrigin"] == [1.0]
+    assert [r for r in logs(out) if r.get("event") == "load"] == []  # INFO lines suppressed
