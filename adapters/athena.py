@@ -20,7 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .._config import parse_duration, resolve
+from .._config import resolve, resolve_seconds
 from ..exceptions import ConfigurationError, OriginError, OriginTimeoutError
 from ..origin import Column, QueryResult
 
@@ -77,13 +77,6 @@ class AthenaOrigin:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        def dur(v: str | float | None, env: str, default: str) -> float:
-            what = f"athena {env.lower()}"
-            if v is not None:
-                return parse_duration(v, what=what)
-            return resolve(None, env, parse_duration(default),
-                           lambda s: parse_duration(s, what=what))
-
         self.workgroup: str = resolve(workgroup, "WORKGROUP", "primary")
         self.s3_staging_dir: str | None = resolve(s3_staging_dir, "S3_STAGING_DIR", None)
         if self.s3_staging_dir is not None and not self.s3_staging_dir.startswith("s3://"):
@@ -96,9 +89,9 @@ class AthenaOrigin:
         )
         self.catalog: str = resolve(catalog, "CATALOG", "AwsDataCatalog")
         self.database: str = resolve(database, "DATABASE", "default")
-        self.poll_interval = dur(poll_interval, "POLL_INTERVAL", "0.25s")
-        self.max_poll_interval = dur(max_poll_interval, "MAX_POLL_INTERVAL", "5s")
-        self.query_timeout = dur(query_timeout, "QUERY_TIMEOUT", "10m")
+        self.poll_interval = resolve_seconds(poll_interval, "POLL_INTERVAL", 0.25)
+        self.max_poll_interval = resolve_seconds(max_poll_interval, "MAX_POLL_INTERVAL", 5.0)
+        self.query_timeout = resolve_seconds(query_timeout, "QUERY_TIMEOUT", 600.0)
         attempts = resolve(max_attempts, "AWS_MAX_ATTEMPTS", 5, int)
         if attempts < 1:
             raise ConfigurationError("athena max_attempts must be at least 1")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse, urlunparse
 
-from .._config import parse_bytes, parse_duration, resolve
+from .._config import parse_bytes, resolve, resolve_flag, resolve_seconds
 from .._events import emit
 from .._policy import decode_lease, encode_lease
 from ..exceptions import ConfigurationError, L2Error
@@ -184,22 +184,15 @@ class RedisL2:
         self.ca_file: str | None = resolve(ca_file, "REDIS_CA_FILE", None)
         self.iam_user: str | None = resolve(iam_user, "REDIS_IAM_USER", None)
         self.iam_cache_name: str | None = resolve(iam_cache_name, "REDIS_IAM_CACHE_NAME", None)
-        self.iam_serverless = resolve(iam_serverless, "REDIS_IAM_SERVERLESS", False,
-                                      lambda s: s.lower() in ("1", "true", "yes"))
+        self.iam_serverless = resolve_flag(iam_serverless, "REDIS_IAM_SERVERLESS", False)
         self.region = resolve(region, "REGION", None)
         if self.iam_user and not self.iam_cache_name:
             raise ConfigurationError(
                 "ElastiCache IAM auth needs the cache name too: ATHENA_WARM_REDIS_IAM_CACHE_NAME"
             )
-
-        def seconds(v: str | float | None, env: str, default: float) -> float:
-            if v is not None:
-                return parse_duration(v, what=env.lower())
-            return resolve(None, env, default, lambda s: parse_duration(s, what=env.lower()))
-
-        self.connect_timeout = seconds(connect_timeout, "REDIS_CONNECT_TIMEOUT", 0.25)
-        self.socket_timeout = seconds(socket_timeout, "REDIS_SOCKET_TIMEOUT", 0.25)
-        self.reset_window = seconds(reset_window, "L2_RESET_WINDOW", 30.0)
+        self.connect_timeout = resolve_seconds(connect_timeout, "REDIS_CONNECT_TIMEOUT", 0.25)
+        self.socket_timeout = resolve_seconds(socket_timeout, "REDIS_SOCKET_TIMEOUT", 0.25)
+        self.reset_window = resolve_seconds(reset_window, "L2_RESET_WINDOW", 30.0)
         self.chunk_bytes = (parse_bytes(chunk_bytes) if chunk_bytes is not None else
                             resolve(None, "L2_CHUNK_BYTES", 1 << 20, parse_bytes))
         self.grace = grace

@@ -31,7 +31,13 @@ from ._codec import (
     encode,
     read_header,
 )
-from ._config import default_l1_max_bytes, parse_bytes, parse_duration, resolve
+from ._config import (
+    default_l1_max_bytes,
+    parse_bytes,
+    resolve,
+    resolve_flag,
+    resolve_seconds,
+)
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._events import emit
 from ._l1 import L1, Entry
@@ -90,21 +96,11 @@ class Cache(RefreshPolicy):
             self.l2 = l2
         else:
             self.l2 = open_l2(l2 if isinstance(l2, str) else None)
-        self.check_interval = (
-            parse_duration(check_interval, what="check_interval") if check_interval is not None
-            else resolve(None, "CHECK_INTERVAL", 30.0,
-                         lambda v: parse_duration(v, what="check_interval"))
-        )
+        self.check_interval = resolve_seconds(check_interval, "CHECK_INTERVAL", 30.0)
         key = resolve(signing_key, "SIGNING_KEY", None)
         self.signing_key: bytes | None = key.encode() if isinstance(key, str) else key
-
-        def seconds(v: str | float | None, env: str, default: float) -> float:
-            if v is not None:
-                return parse_duration(v, what=env.lower())
-            return resolve(None, env, default, lambda t: parse_duration(t, what=env.lower()))
-
-        self.retry_interval = seconds(retry_interval, "RETRY_INTERVAL", 5.0)
-        self.refresh_timeout = seconds(refresh_timeout, "REFRESH_TIMEOUT", 300.0)
+        self.retry_interval = resolve_seconds(retry_interval, "RETRY_INTERVAL", 5.0)
+        self.refresh_timeout = resolve_seconds(refresh_timeout, "REFRESH_TIMEOUT", 300.0)
         self.random = random
         self.sleep = sleep
         self.local_leases = LocalLeases(clock)
@@ -114,7 +110,7 @@ class Cache(RefreshPolicy):
         self._deadline: float | None = None  # monotonic; set by invocation(remaining=)
         # name -> error, for optional mappings the middleware could not get this invocation
         self.problems: dict[str, BaseException] = {}
-        self.disabled = resolve(None, "DISABLED", False, _truthy)  # the kill switch
+        self.disabled = resolve_flag(None, "DISABLED", False)  # the kill switch
         # Tracing hook: the middleware sets it to an X-Ray subsegment factory.
         self.span: Callable[[str], contextlib.AbstractContextManager[Any]] = _no_span
 
@@ -504,10 +500,6 @@ class Cache(RefreshPolicy):
                 "fresh": now < e.expires_at,
             })
         return out
-
-
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _no_span(name: str) -> contextlib.AbstractContextManager[Any]:

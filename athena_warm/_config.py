@@ -89,6 +89,24 @@ def resolve(
         raise ConfigurationError(f"${name}={raw!r}: {exc}") from None
 
 
+def resolve_seconds(argument: str | float | timedelta | None, env: str, default: float) -> float:
+    """A duration setting: ``argument`` > ``$ATHENA_WARM_<env>`` > ``default`` seconds."""
+    what = (ENV_PREFIX + env).lower()
+    if argument is not None:
+        return parse_duration(argument, what=what)
+    return resolve(None, env, default, lambda raw: parse_duration(raw, what=what))
+
+
+def truthy(value: str | None) -> bool:
+    """How ATHENA_WARM_* switches read: 1, true, yes, on (any case) are on."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_flag(argument: bool | None, env: str, default: bool) -> bool:
+    """A switch: ``argument`` > ``$ATHENA_WARM_<env>`` > ``default``."""
+    return resolve(argument, env, default, truthy)
+
+
 def default_l1_max_bytes() -> int:
     """Half of the Lambda function's memory when running in Lambda, else 1 GiB."""
     mem = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")

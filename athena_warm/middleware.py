@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._cache import Cache, default_cache
-from ._config import parse_duration, resolve
+from ._config import resolve, resolve_seconds, truthy
 from ._declare import Mapping
 from ._events import emit, listeners
 from ._view import MappingView
@@ -41,10 +41,6 @@ DEFAULT_PRICE_PER_TB = 5.0  # Athena's price per TB scanned in most regions (us-
 
 def _name(m: MappingRef) -> str:
     return m.name if isinstance(m, Mapping) else m
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class InvocationMetrics:
@@ -188,7 +184,7 @@ def warm_mappings(
 
 def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
             required: list[str], optional: list[str], collector: InvocationMetrics) -> Any:
-    cache.disabled = _truthy(os.environ.get("ATHENA_WARM_DISABLED"))
+    cache.disabled = truthy(os.environ.get("ATHENA_WARM_DISABLED"))
     if cache.disabled:
         emit(logging.WARNING,
             "athena-warm is disabled by ATHENA_WARM_DISABLED: every mapping is queried "
@@ -231,13 +227,12 @@ def prewarm(*mappings: MappingRef, budget: str | float | None = None,
     ``$ATHENA_WARM_PREWARM_BUDGET`` or 8 s, under Lambda's 10 s init limit). Never raises: on
     trouble it logs and leaves the work to the first invocation. Returns name -> what happened.
     ``ATHENA_WARM_PREWARM=false`` turns it off. ``logger``: as for warm_mappings."""
-    if not _truthy(os.environ.get("ATHENA_WARM_PREWARM", "true")):
+    if not truthy(os.environ.get("ATHENA_WARM_PREWARM", "true")):
         return {}
     _configure_logging(logger)
     c = cache or default_cache()
     try:
-        total = parse_duration(budget, what="prewarm budget") if budget is not None else \
-            resolve(None, "PREWARM_BUDGET", 8.0, lambda v: parse_duration(v, what="budget"))
+        total = resolve_seconds(budget, "PREWARM_BUDGET", 8.0)
     except AthenaWarmError as exc:
         log.warning("athena-warm prewarm skipped: %s", exc)
         return {}
