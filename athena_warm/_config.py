@@ -91,7 +91,7 @@ def resolve(
 
 def resolve_seconds(argument: str | float | timedelta | None, env: str, default: float) -> float:
     """A duration setting: ``argument`` > ``$ATHENA_WARM_<env>`` > ``default`` seconds."""
-    what = (ENV_PREFIX + env).lower()
+    what = env.lower()
     if argument is not None:
         return parse_duration(argument, what=what)
     return resolve(None, env, default, lambda raw: parse_duration(raw, what=what))
