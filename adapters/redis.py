@@ -2,14 +2,19 @@
 
 Keys (one hash tag per mapping, so one mapping lives in one cluster slot)::
 
-    {ns}:{<name>}:gen                        hash: g = generation (HINCRBY on invalidation),
-                                             hard = the lowest generation still servable
-    {ns}:{<name>}:<fingerprint>:ptr          "<version>:<chunks>", switched last
+    {ns}:{<name>}:gen                        hash: e = epoch (random, new when the counter is
+                                             created), g = generation (HINCRBY on
+                                             invalidation), hard = the lowest servable one
+    {ns}:{<name>}:<fingerprint>:ptr          "<version>:<chunks>:<created_ms>", switched last
     {ns}:{<name>}:<fingerprint>:<version>:<i>  chunk i of that version
+    {ns}:{<name>}:<fingerprint>:lease        "<token> <json>": the refresher (fenced)
+    {ns}:{<name>}:<fingerprint>:fence        the fencing counter (INCR at each acquisition)
 
 A write stores every chunk of a new version, then switches the pointer, then shortens the old
-version's life to a grace period; a reader reads the pointer and then all chunks in one MGET, so
-it never sees chunks of two versions. Every call has short timeouts and at most one retry (which
+version's life to a grace period. The switch is one script that checks, on the server, that
+the generation has not moved on and that the writer still holds the lease or has a newer copy
+(so a holder that outlived its lease never overwrites newer data). A reader reads the pointer
+and then all chunks in one MGET, so it never sees chunks of two versions. Every call has short timeouts and at most one retry (which
 also reconnects a socket that died while the Lambda container was frozen). A failure opens a
 circuit breaker: for ``reset_window`` seconds L2 is skipped without waiting, then one call tries
 again.
@@ -22,13 +27,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode, urlparse, urlunparse
 
 from .._config import parse_bytes, resolve, resolve_flag, resolve_seconds
 from .._events import emit
-from .._policy import decode_lease, encode_lease
 from ..exceptions import ConfigurationError, L2Error
+from ..l2 import Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
 
 log = logging.getLogger("athena_warm")
 T = TypeVar("T")
@@ -276,6 +281,10 @@ class RedisL2:
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
+            if "WRONGTYPE" in str(exc):  # a key of the wrong type: damage, not an outage
+                _corrupt(mapping, f"{what}: a key holds the wrong Redis type")
+                self.breaker.success()
+                return default
             self.breaker.failure()
             emit(logging.WARNING,
                 "athena-warm L2 %s of %s failed (%s: %s); serving from L1/origin, and skipping "
@@ -286,84 +295,23 @@ class RedisL2:
         self.breaker.success()
         return result
 
-    # -- the tier --------------------------------------------------------------------------------
+    # -- the generation ----------------------------------------------------------------------------
 
-    def generation(self, mapping: str) -> int | None:
-        """One HMGET of the mapping's generation and hard floor (kept for ``floor()``)."""
+    def generation(self, mapping: str) -> tuple[Generation, str] | None:
+        """The generation (epoch, number, floor) in one script: a missing or malformed counter
+        is (re)created with a new epoch, atomically."""
 
-        def op(c: Any) -> int | None:
-            g, hard = c.hmget(self.key(mapping, "gen"), "g", "hard")
-            self._floors[mapping] = int(hard) if hard is not None else 0
-            return int(g) if g is not None else 0
+        def op(c: Any) -> tuple[Generation, str] | None:
+            e, g, h, how = c.eval(_GENERATION, 1, self.key(mapping, "gen"), new_epoch())
+            gen = parse_generation(e, g, h)
+            return None if gen is None else (gen, _text(how))
 
         return self._run("generation check", mapping, op, None)
 
-    def floor(self, mapping: str) -> int:
-        """The lowest generation still servable, as of the latest generation(): copies below it
-        were hard-invalidated and are not served even as stale."""
-        return self._floors.get(mapping, 0)
-
-    def read(self, mapping: str, fingerprint: str) -> bytes | None:
-        ptr_key = self.key(mapping, fingerprint, "ptr")
-
-        def op(c: Any) -> bytes | None:
-            for _ in range(2):  # the pointer may switch between the two reads: try once more
-                ptr = c.get(ptr_key)
-                if ptr is None:
-                    return None
-                version, _, count = ptr.decode().partition(":")
-                keys = [self.key(mapping, fingerprint, version, str(i)) for i in range(int(count))]
-                chunks = c.mget(keys)
-                if all(ch is not None for ch in chunks):
-                    return b"".join(chunks)
-            return None
-
-        return self._run("read", mapping, op, None)
-
-    def head(self, mapping: str, fingerprint: str, size: int = 88) -> bytes | None:
-        """The first ``size`` bytes of the stored blob (its header), without the rest."""
-        ptr_key = self.key(mapping, fingerprint, "ptr")
-
-        def op(c: Any) -> bytes | None:
-            ptr = c.get(ptr_key)
-            if ptr is None:
-                return None
-            version = ptr.decode().partition(":")[0]
-            got = c.getrange(self.key(mapping, fingerprint, version, "0"), 0, size - 1)
-            return bytes(got) if got else None
-
-        return self._run("read", mapping, op, None)
-
-    def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float) -> bool:
-        version = secrets.token_hex(6)
-        size = self.chunk_bytes
-        chunks = [blob[i:i + size] for i in range(0, len(blob), size)] or [b""]
-        ttl_ms = max(1000, int(ttl * 1000))
-        ptr_key = self.key(mapping, fingerprint, "ptr")
-
-        def op(c: Any) -> bool:
-            pipe = c.pipeline(transaction=False)
-            for i, chunk in enumerate(chunks):
-                pipe.set(self.key(mapping, fingerprint, version, str(i)), chunk, px=ttl_ms)
-            pipe.execute()
-            old = c.set(ptr_key, f"{version}:{len(chunks)}", px=ttl_ms, get=True)
-            if old:  # readers that took the old pointer have `grace` seconds to finish
-                old_version, _, count = old.decode().partition(":")
-                pipe = c.pipeline(transaction=False)
-                for i in range(int(count)):
-                    pipe.pexpire(self.key(mapping, fingerprint, old_version, str(i)),
-                                 int(self.grace * 1000))
-                pipe.execute()
-            return True
-
-        return self._run("write", mapping, op, False)
-
-    def bump(self, mapping: str, *, hard: bool = False) -> int:
+    def bump(self, mapping: str, *, hard: bool = False) -> Generation:
         key = self.key(mapping, "gen")
         try:
-            if hard:  # the new generation is also the floor, in one step
-                return int(self.client().eval(_HARD_BUMP, 1, key))
-            return int(self.client().hincrby(key, "g", 1))
+            e, g, h = self.client().eval(_BUMP, 1, key, new_epoch(), "1" if hard else "0")
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
@@ -372,47 +320,211 @@ class RedisL2:
                 f"{exc}); warm containers were NOT told to reload. Check ATHENA_WARM_REDIS_URL "
                 "and that the cache is reachable from here, then run the invalidation again."
             ) from exc
+        gen = parse_generation(e, g, h)
+        if gen is None:
+            raise L2Error(f"the generation of {mapping!r} came back malformed after a bump "
+                          f"({e!r}, {g!r}, {h!r}); run the invalidation again")
+        return gen
 
-    # -- leases (fleet-wide single-flight) --------------------------------------------------------
+    # -- copies ------------------------------------------------------------------------------------
 
-    def acquire(self, mapping: str, fingerprint: str, token: str, *, ttl: float) -> bool | None:
+    def _pointer(self, c: Any, mapping: str, fingerprint: str) -> Pointer | None:
+        raw = c.get(self.key(mapping, fingerprint, "ptr"))
+        if raw is None:
+            return None
+        ptr = Pointer.decode(raw)
+        if ptr is None:
+            _corrupt(mapping, f"malformed pointer {bytes(raw)[:40]!r}")
+        return ptr
+
+    def read(self, mapping: str, fingerprint: str) -> bytes | None:
+        def op(c: Any) -> bytes | None:
+            for _ in range(2):  # the pointer may switch between the two reads: try once more
+                ptr = self._pointer(c, mapping, fingerprint)
+                if ptr is None:
+                    return None
+                keys = [self.key(mapping, fingerprint, ptr.version, str(i))
+                        for i in range(ptr.chunks)]
+                chunks = c.mget(keys)
+                if all(isinstance(ch, bytes) for ch in chunks):
+                    return b"".join(chunks)
+            return None
+
+        return self._run("read", mapping, op, None)
+
+    def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:
+        """The first ``size`` bytes of the stored blob (its header), without the rest."""
+
+        def op(c: Any) -> bytes | None:
+            ptr = self._pointer(c, mapping, fingerprint)
+            if ptr is None:
+                return None
+            got = c.getrange(self.key(mapping, fingerprint, ptr.version, "0"), 0, size - 1)
+            return bytes(got) if got else None
+
+        return self._run("read", mapping, op, None)
+
+    def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float,
+              created_at: float, generation: Generation, token: str | None) -> WriteOutcome | None:
+        """Every chunk of a new version, then the pointer switch, fenced in one script."""
+        version = secrets.token_hex(6)
+        size = self.chunk_bytes
+        chunks = [blob[i:i + size] for i in range(0, len(blob), size)] or [b""]
+        ttl_ms = max(1000, int(ttl * 1000))
+        ptr = Pointer(version, len(chunks), int(created_at * 1000))
+
+        def op(c: Any) -> WriteOutcome:
+            pipe = c.pipeline(transaction=False)
+            for i, chunk in enumerate(chunks):
+                pipe.set(self.key(mapping, fingerprint, version, str(i)), chunk, px=ttl_ms)
+            pipe.execute()
+            got = _text(c.eval(
+                _SWITCH, 3, self.key(mapping, fingerprint, "ptr"),
+                self.key(mapping, fingerprint, "lease"), self.key(mapping, "gen"),
+                ptr.encode(), token or "", str(ptr.created_ms), str(ttl_ms), generation.epoch,
+                str(generation.number)))
+            outcome, _, old_raw = got.partition(":")
+            if outcome != "written":
+                pipe = c.pipeline(transaction=False)
+                for i in range(len(chunks)):
+                    pipe.delete(self.key(mapping, fingerprint, version, str(i)))
+                pipe.execute()
+                return "fenced" if outcome == "fenced" else "invalidated"
+            old = Pointer.decode(old_raw)
+            if old is not None:  # readers that took the old pointer have `grace` s to finish
+                pipe = c.pipeline(transaction=False)
+                for i in range(old.chunks):
+                    pipe.pexpire(self.key(mapping, fingerprint, old.version, str(i)),
+                                 int(self.grace * 1000))
+                pipe.execute()
+            return "written"
+
+        return self._run("write", mapping, op, None)
+
+    def delete(self, mapping: str, fingerprint: str) -> None:
+        """Remove the pointer (the chunks expire). For tests and operators."""
+        self.client().delete(self.key(mapping, fingerprint, "ptr"))
+
+    # -- leases (fleet-wide single-flight, fenced) ---------------------------------------------
+
+    def acquire(self, mapping: str, fingerprint: str, token: str, *, ttl: float,
+                at: float) -> Lease | Literal[False] | None:
+        value = Lease(token=token, fence=0, at=at).encode()
+
+        def op(c: Any) -> Lease | Literal[False]:
+            fence = c.eval(_ACQUIRE, 2, self.key(mapping, fingerprint, "lease"),
+                           self.key(mapping, fingerprint, "fence"), value,
+                           str(max(1, int(ttl * 1000))))
+            if not fence:
+                return False
+            return Lease(token=token, fence=int(fence), at=at)
+
+        return self._run("lease", mapping, op, None)
+
+    def info(self, mapping: str, fingerprint: str) -> Lease | None:
         key = self.key(mapping, fingerprint, "lease")
-        value = encode_lease(token, {"at": time.time()})
-        return self._run("lease", mapping,
-                         lambda c: bool(c.set(key, value, nx=True, px=max(1, int(ttl * 1000)))),
-                         None)
 
-    def info(self, mapping: str, fingerprint: str) -> dict[str, Any] | None:
-        key = self.key(mapping, fingerprint, "lease")
-        return self._run("lease read", mapping, lambda c: decode_lease(c.get(key)), None)
+        def op(c: Any) -> Lease | None:
+            raw = c.get(key)
+            if raw is None:
+                return None
+            lease = Lease.decode(raw)
+            if lease is None:  # nobody can hold a malformed lease: remove exactly that value
+                _corrupt(mapping, f"malformed lease {bytes(raw)[:40]!r}; removed")
+                c.eval(_DELETE_IF, 1, key, raw)
+            return lease
 
-    def update(self, mapping: str, fingerprint: str, token: str, value: dict[str, Any],
-               *, ttl: float | None = None) -> bool:
+        return self._run("lease read", mapping, op, None)
+
+    def update(self, mapping: str, fingerprint: str, lease: Lease, *,
+               ttl: float | None = None) -> bool:
         key = self.key(mapping, fingerprint, "lease")
         px = "" if ttl is None else str(max(1, int(ttl * 1000)))
         return bool(self._run("lease update", mapping, lambda c: c.eval(
-            _LEASE_UPDATE, 1, key, token, encode_lease(token, value), px), 0))
+            _LEASE_UPDATE, 1, key, lease.token, lease.encode(), px), 0))
 
     def release(self, mapping: str, fingerprint: str, token: str) -> bool:
         key = self.key(mapping, fingerprint, "lease")
         return bool(self._run("lease release", mapping,
                               lambda c: c.eval(_LEASE_RELEASE, 1, key, token), 0))
 
-    def delete(self, mapping: str, fingerprint: str) -> None:
-        """Remove the pointer (the chunks expire). For tests and operators."""
-        self.client().delete(self.key(mapping, fingerprint, "ptr"))
+
+def _text(raw: Any) -> str:
+    return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
 
 
+def _corrupt(mapping: str, reason: str) -> None:
+    emit(logging.WARNING,
+         "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
+         "load replaces it", mapping, reason,
+         extra={"mapping": mapping, "event": "l2_corrupt", "reason": reason})
+
+
+# Server-side scripts. Each reads what it needs as untrusted (a key of another type, a counter
+# that is not a number) and never errors on it.
+_STRING = ("local function str(k) if redis.call('TYPE', k)['ok'] == 'string' then "
+           "return redis.call('GET', k) end return false end ")
+_GEN_READ = (
+    "local function num(x) return x and string.len(x) <= 15 and "
+    "string.match(x, '^%d+$') ~= nil end "
+    "local function gen_read(key, new) "
+    "local t = redis.call('TYPE', key)['ok'] "
+    "if t == 'hash' then local v = redis.call('HMGET', key, 'e', 'g', 'hard') "
+    "if v[1] and string.len(v[1]) == 16 and string.match(v[1], '^[0-9a-f]+$') and num(v[2]) "
+    "and ((not v[3]) or num(v[3])) then return {v[1], v[2], v[3] or '0', 'ok'} end end "
+    "local how = 'new' if t ~= 'none' then how = 'repaired' end "
+    "redis.call('DEL', key) redis.call('HSET', key, 'e', new, 'g', '0', 'hard', '0') "
+    "return {new, '0', '0', how} end "
+)
+_GENERATION = _GEN_READ + "return gen_read(KEYS[1], ARGV[1])"
+_BUMP = _GEN_READ + (
+    "local r = gen_read(KEYS[1], ARGV[1]) "
+    "local g = redis.call('HINCRBY', KEYS[1], 'g', 1) local h = r[3] "
+    "if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'hard', g) h = tostring(g) end "
+    "return {r[1], tostring(g), h}"
+)
+# KEYS: pointer, lease, generation. ARGV: new pointer, token ('' = none), created_ms, px, epoch,
+# number. Written only if the generation is still (epoch, >= its number), and the token holds
+# the lease or the copy is newer than the stored one.
+_SWITCH = _STRING + (
+    "if redis.call('TYPE', KEYS[3])['ok'] ~= 'hash' then return 'invalidated' end "
+    "local v = redis.call('HMGET', KEYS[3], 'e', 'g') "
+    "if v[1] ~= ARGV[5] or not tonumber(v[2]) or tonumber(ARGV[6]) < tonumber(v[2]) then "
+    "return 'invalidated' end "
+    "local holder = false "
+    "if ARGV[2] ~= '' then local l = str(KEYS[2]) "
+    "holder = l and string.sub(l, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ' ' end "
+    "local cur = str(KEYS[1]) "
+    "if not holder and cur then local c = tonumber(string.match(cur, ':(%d+)$')) "
+    "if c and tonumber(ARGV[3]) <= c then return 'fenced' end end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) "
+    "return 'written:' .. (cur or '')"
+)
+# KEYS: lease, fence counter. ARGV: the value (with "fence":0), px. A lease that never expires
+# or is not a string is nobody's: removed. Returns the new fencing number, or false if held.
+_ACQUIRE = (
+    "local t = redis.call('TYPE', KEYS[1])['ok'] "
+    "if t ~= 'none' and (t ~= 'string' or redis.call('PTTL', KEYS[1]) == -1) then "
+    "redis.call('DEL', KEYS[1]) end "
+    "if not redis.call('SET', KEYS[1], 'x', 'NX', 'PX', ARGV[2]) then return false end "
+    "local f = false if redis.call('TYPE', KEYS[2])['ok'] == 'string' then "
+    "f = redis.call('GET', KEYS[2]) end "
+    "if not (f and string.match(f, '^%d+$') and string.len(f) <= 15) then "
+    "redis.call('SET', KEYS[2], '0') end "
+    "local fence = redis.call('INCR', KEYS[2]) "
+    "local value = string.gsub(ARGV[1], '\"fence\":0,', '\"fence\":' .. fence .. ',', 1) "
+    "redis.call('SET', KEYS[1], value, 'KEEPTTL') return fence"
+)
 # The lease value starts with "<token> ": compare it without parsing, then act.
-_LEASE_HELD = "local v = redis.call('GET', KEYS[1]) " \
+_LEASE_HELD = _STRING + "local v = str(KEYS[1]) " \
     "if not v or string.sub(v, 1, string.len(ARGV[1]) + 1) ~= ARGV[1] .. ' ' then return 0 end "
 _LEASE_UPDATE = _LEASE_HELD + (
     "if ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') "
     "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1"
 )
 _LEASE_RELEASE = _LEASE_HELD + "return redis.call('DEL', KEYS[1])"
-_HARD_BUMP = ("local g = redis.call('HINCRBY', KEYS[1], 'g', 1) "
-              "redis.call('HSET', KEYS[1], 'hard', g) return g")
+_DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) " \
+    "end return 0"
 
 
 def _is_redis_error(exc: BaseException) -> bool:

@@ -22,11 +22,13 @@ from .exceptions import (
     OriginError,
     OriginTimeoutError,
     ReadOnlyMappingError,
+    RefreshError,
     ResultShapeError,
     StaleLimitError,
     UnknownMappingError,
 )
-from .l2 import SharedTier, open_l2
+from ._memory import MemoryTier
+from .l2 import Generation, Lease, SharedTier, open_l2
 from .middleware import prewarm, register_snapstart, warm_mappings
 from .origin import AsyncOrigin, Column, Origin, QueryResult, open_origin
 
@@ -43,11 +45,14 @@ __all__ = [
     "DeclarationError",
     "DuplicateKeyError",
     "EmptyResultError",
+    "Generation",
     "L2Error",
+    "Lease",
     "Mapping",
     "MappingMeta",
     "MappingUnavailableError",
     "MappingView",
+    "MemoryTier",
     "MissingColumnError",
     "NullKeyError",
     "Origin",
@@ -55,6 +60,7 @@ __all__ = [
     "OriginTimeoutError",
     "QueryResult",
     "ReadOnlyMappingError",
+    "RefreshError",
     "Registry",
     "ResultShapeError",
     "SharedTier",

@@ -1,5 +1,11 @@
-"""The read path: ``get_mapping(name)`` -> L1 -> L2 -> origin, filling the tiers above. What
-happens when a copy is due (revalidate, refresh, serve stale) is the policy, in _policy.py.
+"""The coordinator: ``get_mapping(name)`` -> L1 -> (when a copy is due) the refresher, which
+uses the fleet's shared copies and the origin. ``Cache`` owns the clocks, the settings and the
+invocation scope; the tiers and the refresh path are the modules below it:
+
+    _l1.py         L1: the in-process copies, single-flight per process
+    _refresher.py  leases, revalidation, origin query, hand-over, the one failure handler
+    _shared.py     the shared copies: a SharedTier (l2.py) plus the codec (_codec.py)
+    _rules.py      the pure freshness rules
 
 ``Cache`` holds one process's tiers and origin. A module-level default instance serves
 ``get_mapping()``; tests and advanced users build their own with injected clocks and origins.
@@ -21,16 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._build import build, estimate_bytes
-from ._codec import (
-    VALUE_ROW,
-    VALUE_SCALAR,
-    VALUE_TUPLE,
-    CorruptPayloadError,
-    decode,
-    encode,
-    read_header,
-)
 from ._config import (
     default_l1_max_bytes,
     parse_bytes,
@@ -41,16 +37,18 @@ from ._config import (
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._events import emit
 from ._l1 import L1, Entry
-from ._policy import LocalLeases, RefreshPolicy, jittered
+from ._memory import MemoryTier
+from ._refresher import LocalLeases, Refresher
+from ._shared import SharedCopies
 from ._view import MappingMeta, MappingView
 from .exceptions import L2Error, UnknownMappingError
 from .l2 import SharedTier, open_l2
-from .origin import Origin, QueryResult, open_origin
+from .origin import Origin, open_origin
 
 log = logging.getLogger("athena_warm")
 
 
-class Cache(RefreshPolicy):
+class Cache:
     """One process's cache: registry, L1, optional L2, origin, clocks.
 
     ``clock`` is monotonic seconds (TTL arithmetic); ``wall_clock`` is epoch seconds (only for
@@ -103,7 +101,10 @@ class Cache(RefreshPolicy):
         self.refresh_timeout = resolve_seconds(refresh_timeout, "REFRESH_TIMEOUT", 300.0)
         self.random = random
         self.sleep = sleep
-        self.local_leases = LocalLeases(clock)
+        self.shared = None if self.l2 is None else SharedCopies(
+            self.l2, signing_key=self.signing_key, wall_clock=wall_clock,
+            span=lambda name: self.span(name))
+        self.refresher = self._make_refresher()
         # name -> view, valid until the current invocation ends; see the module docstring.
         self.pinned: dict[str, MappingView] = {}
         self._scope_depth = 0
@@ -113,6 +114,14 @@ class Cache(RefreshPolicy):
         self.disabled = resolve_flag(None, "DISABLED", False)  # the kill switch
         # Tracing hook: the middleware sets it to an X-Ray subsegment factory.
         self.span: Callable[[str], contextlib.AbstractContextManager[Any]] = _no_span
+
+    def _make_refresher(self) -> Refresher:
+        return Refresher(
+            shared=self.shared, local=LocalLeases(MemoryTier(clock=self.clock)),
+            origin=lambda: self.origin, clock=self.clock, wall_clock=self.wall_clock,
+            sleep=lambda s: self.sleep(s), random=lambda: self.random(),
+            retry_interval=self.retry_interval, refresh_timeout=self.refresh_timeout,
+            check_interval=self.check_interval, span=lambda name: self.span(name))
 
     # -- origin ----------------------------------------------------------------------------------
 
@@ -162,8 +171,9 @@ class Cache(RefreshPolicy):
                     return self._serve(name, entry)
         decl = self.declaration(name)
         deadline = self._deadline_for(remaining)
-        entry = self.l1.load(decl.l1_key, lambda cur: self._fill(decl, cur, deadline=deadline),
-                             force=force_fetch)
+        entry = self.l1.load(
+            decl.l1_key, lambda cur: self.refresher.fill(decl, cur, deadline=deadline),
+            force=force_fetch)
         return self._serve(name, entry)
 
     def _bypass(self, name: str) -> MappingView:
@@ -173,9 +183,7 @@ class Cache(RefreshPolicy):
         emit(logging.WARNING,
             "athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
                     name, extra={"mapping": name, "event": "disabled"})
-        entry = self._query_origin(decl, 0, self.local_leases, "", None, deadline=None)
-        assert entry is not None
-        view = entry.view
+        view = self.refresher.query_now(decl, number=0, epoch="").view
         if self._scope_depth:
             self.pinned[name] = view
         return view
@@ -200,7 +208,7 @@ class Cache(RefreshPolicy):
         tell. Re-derive every copy's age from the wall clock; drop those too old to serve."""
         now, wall = self.clock(), self.wall_clock()
         self.pinned.clear()
-        self.local_leases = LocalLeases(self.clock)
+        self.refresher = self._make_refresher()  # in-process leases from before are void
         for key, entry in self.l1.items():
             age = max(0.0, wall - entry.created_at)
             shift = (now - age) - entry.loaded_mono
@@ -220,7 +228,7 @@ class Cache(RefreshPolicy):
         decl = self.declaration(name)
         deadline = self._deadline_for(remaining)
         entry = self.l1.load(
-            decl.l1_key, lambda _: self._fill(decl, None, deadline=deadline, origin=True),
+            decl.l1_key, lambda _: self.refresher.fill(decl, None, deadline=deadline, force=True),
             force=True)
         return self._serve(name, entry)
 
@@ -239,142 +247,6 @@ class Cache(RefreshPolicy):
         if self._scope_depth:
             self.pinned[name] = view
         return view
-
-    def _next_look(self, now: float, expires_at: float) -> float:
-        if self.l2 is None:
-            return expires_at
-        return min(expires_at, now + self.check_interval)
-
-    def _from_l2(self, decl: Mapping, generation: int, *, newer_than: Entry | None) -> Entry | None:
-        """The L2 copy of the current generation, fresh or stale-but-usable; None if absent,
-        unusable, too old, or no newer than ``newer_than`` (not downloaded again)."""
-        assert self.l2 is not None
-        start = time.perf_counter()
-        if newer_than is not None:
-            head = self.l2.head(decl.name, decl.fingerprint)
-            if head is None:
-                return None
-            try:
-                header = read_header(head, partial=True)
-            except CorruptPayloadError:
-                header = None
-            if header is not None and header.generation == generation and \
-                    header.created_at <= newer_than.created_at:
-                return None  # the copy we already hold
-        with self.span("## athena-warm L2 read"):
-            blob = self.l2.read(decl.name, decl.fingerprint)
-        if blob is None:
-            return None
-        try:
-            view, header, extras = decode(blob, fingerprint=decl.fingerprint,
-                                          signing_key=self.signing_key)
-        except CorruptPayloadError as exc:
-            emit(logging.WARNING,
-                "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the "
-                "next load replaces it", decl.name, exc.reason,
-                extra={"mapping": decl.name, "event": "l2_corrupt", "reason": exc.reason},
-            )
-            return None
-        if not generation <= header.generation <= generation + 1:
-            # Invalidated since it was stored, or the counter was lost. generation + 1 is a copy
-            # published by `invalidate --refresh` just before its bump: newer data, take it.
-            return None
-        age = max(0.0, self.wall_clock() - header.created_at)
-        if age >= decl.ttl + decl.max_stale:
-            return None  # too old to serve
-        nbytes = int(extras.get("nbytes") or 0) or estimate_bytes(view)  # the writer measured it
-        view.meta = MappingMeta(
-            name=decl.name, tier="l2", source="l2", generation=header.generation,
-            loaded_at=header.created_at, rows=header.rows, fingerprint=decl.fingerprint,
-            null_keys_skipped=int(extras.get("null_keys_skipped", 0)), nbytes=nbytes,
-            query_id=extras.get("query_id"),
-        )
-        now = self.clock()
-        ms = (time.perf_counter() - start) * 1000
-        emit(logging.INFO,
-            "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
-            decl.name, header.rows, len(blob), age, ms,
-            extra={"mapping": decl.name, "event": "load", "tier": "l2", "rows": header.rows,
-                   "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
-                   "generation": header.generation},
-        )
-        return self._entry(decl, view, now=now, age=age, generation=header.generation,
-                           nbytes=nbytes, load_seconds=float(extras.get("load_seconds") or 0.0))
-
-    def _entry(self, decl: Mapping, view: MappingView, *, now: float, age: float,
-               generation: int, nbytes: int, load_seconds: float) -> Entry:
-        expires_at = now - age + jittered(decl.ttl, decl.ttl_jitter, self.random)
-        fresh_until = self._next_look(now, expires_at) if now < expires_at else \
-            now + self.retry_interval
-        return Entry(view=view, loaded_mono=now - age, expires_at=expires_at,
-                     fresh_until=fresh_until, nbytes=nbytes,
-                     stale_until=now - age + decl.ttl + decl.max_stale,
-                     created_at=view.meta.loaded_at, load_seconds=load_seconds,
-                     generation=generation)
-
-    def _to_l2(self, decl: Mapping, entry: Entry) -> bool:
-        """Publish ``entry`` to L2; whether it was."""
-        if self.l2 is None:
-            return False
-        now_generation = self.l2.generation(decl.name)
-        if now_generation is None:
-            return False  # unreachable: do not spend the encoding
-        if now_generation > entry.generation:
-            # Invalidated while we queried: this data may predate the table update.
-            emit(logging.INFO,
-                "athena-warm: not publishing %s: invalidated during the load (generation %d -> "
-                "%d)", decl.name, entry.generation, now_generation,
-                extra={"mapping": decl.name, "event": "publish_skipped"},
-            )
-            return False
-        meta = entry.view.meta
-        blob = encode(
-            entry.view, fingerprint=decl.fingerprint, generation=entry.generation,
-            created_at=meta.loaded_at, key_arity=len(decl.key_columns),
-            value_kind=(VALUE_ROW if not decl.value_columns else
-                        VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
-            extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped,
-                    "nbytes": meta.nbytes, "load_seconds": round(entry.load_seconds, 3)},
-            signing_key=self.signing_key,
-        )
-        with self.span("## athena-warm L2 write"):
-            written = self.l2.write(decl.name, decl.fingerprint, blob,
-                                    ttl=decl.ttl + decl.max_stale)
-        if written:
-            emit(logging.INFO, "athena-warm: published %s to L2: %d rows, %d bytes, generation %d",
-                decl.name, meta.rows, len(blob), entry.generation,
-                extra={"mapping": decl.name, "event": "publish", "tier": "l2",
-                       "rows": meta.rows, "bytes": len(blob), "generation": entry.generation},
-            )
-        return bool(written)
-
-    def _entry_from_result(self, decl: Mapping, result: QueryResult, generation: int,
-                           seconds: float) -> Entry:
-        built = build(decl, result)
-        view = built.data
-        view.meta = MappingMeta(
-            name=decl.name,
-            tier="origin",
-            source="origin",
-            generation=generation,
-            loaded_at=self.wall_clock(),
-            rows=len(built.data),
-            fingerprint=decl.fingerprint,
-            null_keys_skipped=built.null_keys_skipped,
-            nbytes=built.nbytes,
-            query_id=result.query_id,
-        )
-        emit(logging.INFO, "athena-warm: loaded %s from %s: %d rows in %.0f ms",
-            decl.name, self.origin.name, len(view), seconds * 1000,
-            extra={
-                "mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
-                "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
-                "query_id": result.query_id, "null_keys_skipped": built.null_keys_skipped,
-                "generation": generation, "bytes_scanned": result.bytes_scanned,
-            },
-        )
-        return self._entry(decl, view, now=self.clock(), age=0.0, generation=generation,
-                           nbytes=built.nbytes, load_seconds=seconds)
 
     # -- invocation scope ------------------------------------------------------------------------
 
@@ -404,83 +276,53 @@ class Cache(RefreshPolicy):
         is affected (other containers keep their copies until their TTL ends). ``hard``: older
         copies are not served even as stale while the new one loads."""
         self.declaration(name)
-        generation = self.l2.bump(name, hard=hard) if self.l2 is not None else None
+        gen = self.shared.bump(name, hard=hard) if self.shared is not None else None
         self.pinned.pop(name, None)
         self.l1.discard(name)
+        number = gen.number if gen is not None else None
         emit(logging.INFO, "athena-warm: invalidated %s (%s)", name,
-            f"generation {generation}" if generation is not None else "this process only: no L2",
-            extra={"mapping": name, "event": "invalidate", "generation": generation},
-        )
-        return generation
+             f"generation {number}" if gen is not None else "this process only: no L2",
+             extra={"mapping": name, "event": "invalidate", "generation": number})
+        return number
 
     def switch(self, name: str, *, hard: bool = False) -> tuple[MappingView, int]:
         """``invalidate --refresh``: query the origin, publish the result to L2 as the next
         generation, then bump the generation. Warm containers find the new copy in L2 when
         they see the bump: none of them waits on the origin. Returns (copy, new generation)."""
         decl = self.declaration(name)
-        if self.l2 is None:
+        if self.shared is None:
             raise L2Error(
                 f"invalidate --refresh of {name!r} needs L2 (ATHENA_WARM_REDIS_URL): without it "
                 "there is no fleet to switch, only this process"
             )
-        current = self.l2.generation(name)
+        current = self.shared.generation(name)
         if current is None:
             raise L2Error(f"L2 is unreachable: {name!r} was not switched; nothing changed")
-        entry = self._query_origin(decl, current + 1, self.local_leases, "", None,
-                                   deadline=None)
-        assert entry is not None
-        if not self._to_l2(decl, entry):
+        entry = self.refresher.query_now(decl, number=current.number + 1, epoch=current.epoch)
+        if not self.refresher.publish(decl, entry, current):
             raise L2Error(
                 f"could not publish the new copy of {name!r} to L2 (unreachable, or invalidated "
                 "meanwhile): the generation was NOT bumped, containers keep the old copy; run "
                 "it again"
             )
-        generation = self.l2.bump(name, hard=hard)
+        gen = self.shared.bump(name, hard=hard)
         self.pinned.pop(name, None)
         self.l1.put(decl.l1_key, entry)
         emit(logging.INFO,
-            "athena-warm: switched %s to generation %d (%d rows, published before the "
-                 "bump)", name, generation, entry.view.meta.rows,
-                 extra={"mapping": name, "event": "invalidate", "generation": generation,
-                        "refresh": True, "hard": hard})
-        return entry.view, generation
+             "athena-warm: switched %s to generation %d (%d rows, published before the bump)",
+             name, gen.number, entry.view.meta.rows,
+             extra={"mapping": name, "event": "invalidate", "generation": gen.number,
+                    "refresh": True, "hard": hard})
+        return entry.view, gen.number
 
     def l2_status(self, name: str) -> dict[str, Any]:
         """What L2 holds for ``name``: the copy (checked end to end), the generation, the
         lease. For the operator's ``status``."""
         decl = self.declaration(name)
         out: dict[str, Any] = {"name": name, "fingerprint": decl.fingerprint,
-                               "l2": self.l2 is not None}
-        if self.l2 is None:
-            return out
-        generation = self.l2.generation(name)
-        out.update(reachable=generation is not None, generation=generation,
-                   floor=self.l2.floor(name) if generation is not None else None,
-                   present=False, corrupt=None)
-        if generation is None:
-            return out
-        blob = self.l2.read(name, decl.fingerprint)
-        lease = self.l2.info(name, decl.fingerprint)
-        out["lease"] = None if lease is None else {
-            "query_id": lease.get("query_id"), "failed": lease.get("failed"),
-            "since_s": round(self.wall_clock() - float(lease.get("at", self.wall_clock())), 1)}
-        if blob is None:
-            return out
-        out.update(present=True, bytes=len(blob))
-        try:
-            header = read_header(blob)
-            out.update(copy_generation=header.generation, rows=header.rows,
-                       created_at=header.created_at, signed=header.signed)
-            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key)
-        except CorruptPayloadError as exc:
-            out["corrupt"] = exc.reason
-            return out
-        age = max(0.0, self.wall_clock() - header.created_at)
-        valid = generation <= header.generation <= generation + 1
-        out.update(age_s=round(age, 1), expires_in_s=round(decl.ttl - age, 1),
-                   stale=age >= decl.ttl or not valid,
-                   servable=valid and age < decl.ttl + decl.max_stale
-                   and header.generation >= out["floor"])
+                               "l2": self.shared is not None}
+        if self.shared is not None:
+            out.update(self.shared.status(decl))
         return out
 
     def clear(self) -> None:

@@ -12,7 +12,8 @@
       rows       Q
       payload    Q    payload length in bytes
       checksum   16s  BLAKE2b-128 of the payload
-      reserved   16s
+      epoch      8s   the generation's epoch (a counter that was lost starts a new one)
+      reserved   8s
     [mac 32s]         when signed
     payload           zstd(msgpack([key_arity, value_kind, row_names, key_cols, value_cols,
                                     extras]))
@@ -37,10 +38,10 @@ from typing import Any
 from ._view import MappingView
 
 MAGIC = b"AWRM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the epoch beside the generation
 CODEC_MSGPACK_ZSTD = 1
 FLAG_SIGNED = 1
-_HEADER = struct.Struct(">4sBBBB16sQdQQ16s16s")
+_HEADER = struct.Struct(">4sBBBB16sQdQQ16s8s8s")
 HEADER_SIZE = _HEADER.size
 MAC_SIZE = 32
 ZSTD_LEVEL = 3
@@ -62,6 +63,7 @@ class CorruptPayloadError(Exception):
 class Header:
     fingerprint: str
     generation: int
+    epoch: str
     created_at: float
     rows: int
     signed: bool
@@ -112,6 +114,7 @@ def encode(
     *,
     fingerprint: str,
     generation: int,
+    epoch: str,
     created_at: float,
     key_arity: int,
     value_kind: int,
@@ -139,10 +142,20 @@ def encode(
     header = _HEADER.pack(
         MAGIC, FORMAT_VERSION, CODEC_MSGPACK_ZSTD, flags, 0, fingerprint.encode().ljust(16)[:16],
         generation, created_at, len(data), len(payload),
-        hashlib.blake2b(payload, digest_size=16).digest(), b"",
+        hashlib.blake2b(payload, digest_size=16).digest(), _epoch_bytes(epoch), b"",
     )
     mac = hmac.new(signing_key, header + payload, hashlib.sha256).digest() if signing_key else b""
     return header + mac + payload
+
+
+def _epoch_bytes(epoch: str) -> bytes:
+    try:
+        raw = bytes.fromhex(epoch)
+    except ValueError:
+        raw = b""
+    if len(raw) != 8:
+        raise ValueError(f"epoch {epoch!r}: expected 16 hex digits")
+    return raw
 
 
 def read_header(blob: bytes, *, partial: bool = False) -> Header:
@@ -150,7 +163,7 @@ def read_header(blob: bytes, *, partial: bool = False) -> Header:
     ``partial``: ``blob`` is only the start of a payload (no length check)."""
     if len(blob) < HEADER_SIZE:
         raise CorruptPayloadError(f"truncated: {len(blob)} bytes, shorter than the header")
-    (magic, version, codec, flags, _, fp, generation, created_at, rows, size, _, _) = (
+    (magic, version, codec, flags, _, fp, generation, created_at, rows, size, _, epoch, _) = (
         _HEADER.unpack_from(blob)
     )
     if magic != MAGIC:
@@ -165,6 +178,7 @@ def read_header(blob: bytes, *, partial: bool = False) -> Header:
     if not partial and len(blob) != expected:
         raise CorruptPayloadError(f"truncated or padded: {len(blob)} bytes, header says {expected}")
     return Header(fingerprint=fp.decode("ascii", "replace").strip(), generation=generation,
+                  epoch=epoch.hex(),
                   created_at=created_at, rows=rows, signed=signed, payload_size=size)
 
 

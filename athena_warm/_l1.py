@@ -3,7 +3,9 @@
 Entries are keyed by (mapping name, fingerprint), so two declarations never share a copy. TTL
 runs on an injected monotonic clock. A byte bound (estimated) evicts the least recently used
 entries across mappings (a hit stamps the entry, without a lock). N threads that miss the same
-key at once cause one load; the others wait for it (in-process single-flight).
+key at once cause one load; the others wait for it (in-process single-flight). A load that an
+invalidation (``discard``) or ``clear`` overtook is returned to its caller but not stored: data
+read before an invalidation is never kept after it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Entry:
     created_at: float = 0.0  # epoch seconds the copy was made (any process)
     load_seconds: float = 0.0  # how long the origin took to produce it
     generation: int = 0
+    epoch: str = ""  # the generation's epoch in L2 ("" when loaded without one)
     served: bool = False  # served once already: later reads report tier "l1"
     last_used: int = 0  # tick of the latest hit, for LRU eviction
 
@@ -65,6 +68,8 @@ class L1:
         self._flights: dict[L1Key, _Flight] = {}
         self._lock = threading.Lock()
         self._bytes = 0
+        self._dropped: dict[str, int] = {}  # name -> how many times discard() dropped it
+        self._cleared = 0
         self._ticks = itertools.count(1)  # next() is atomic under the GIL
 
     # -- reads ---------------------------------------------------------------------------------
@@ -93,6 +98,7 @@ class L1:
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+            started = (self._dropped.get(key[0], 0), self._cleared)
         if not leader:
             if current is not None and self.clock() < current.stale_until:
                 return current  # stale while revalidate: the leader refreshes, we serve this
@@ -104,7 +110,13 @@ class L1:
             raise
         else:
             flight.result = entry
-            self.put(key, entry)
+            with self._lock:
+                overtaken = started != (self._dropped.get(key[0], 0), self._cleared)
+            if overtaken:
+                emit(logging.INFO, "athena-warm: not keeping the copy of %s loaded across an "
+                     "invalidation", key[0], extra={"mapping": key[0], "event": "load_dropped"})
+            else:
+                self.put(key, entry)
             return entry
         finally:
             with self._lock:
@@ -145,6 +157,7 @@ class L1:
     def discard(self, name: str) -> int:
         """Drop every copy of ``name``; return how many were dropped."""
         with self._lock:
+            self._dropped[name] = self._dropped.get(name, 0) + 1
             keys = [k for k in self._entries if k[0] == name]
             for k in keys:
                 self._bytes -= self._entries.pop(k).nbytes
@@ -154,6 +167,7 @@ class L1:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+            self._cleared += 1
 
     # -- introspection -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "OriginError",
     "OriginTimeoutError",
     "ReadOnlyMappingError",
+    "RefreshError",
     "ResultShapeError",
     "StaleLimitError",
     "UnknownMappingError",
@@ -107,6 +108,18 @@ class DeadlineError(AthenaWarmError):
     def __init__(self, message: str, *, mapping: str, query_id: str | None = None) -> None:
         self.mapping = mapping
         self.query_id = query_id
+        super().__init__(message)
+
+
+class RefreshError(AthenaWarmError):
+    """A refresh failed for a reason that is not an athena-warm error (a client that could not
+    be built, a bug, an unexpected exception), and no copy young enough to serve remains; or
+    another container's refresh failed moments ago. ``cause_type`` names the original
+    exception's type; when it happened in this process it is also chained (``__cause__``)."""
+
+    def __init__(self, message: str, *, mapping: str, cause_type: str) -> None:
+        self.mapping = mapping
+        self.cause_type = cause_type
         super().__init__(message)
 
 

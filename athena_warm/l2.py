@@ -1,61 +1,224 @@
-"""The L2 interface: a store of opaque blobs shared by the fleet, plus a generation counter.
+"""The shared tier's interface and vocabulary: what every tier (Redis, in-memory) stores.
 
-The core does the rest (codec, checks, freshness); a tier implements these few methods and must
-fail open: a read that cannot reach the store returns None, a write returns False. Only
+A tier stores opaque blobs, a generation counter and leases; the core does the rest (codec,
+checks, freshness). Everything a tier reads back is untrusted input: the pointer, the
+generation and the lease are parsed here, by one set of functions every tier uses, and a value
+that does not parse is a miss (or, for the generation counter, is reset to a new epoch).
+
+A tier fails open: a read that cannot reach the store returns None, a write returns None. Only
 ``bump`` (an operator's invalidation) raises, because its caller must know it did not happen.
 Production tier: Redis / Valkey / ElastiCache (``athena_warm.adapters.redis``), configured by
-``ATHENA_WARM_REDIS_URL``; redis-py is imported on first use.
+``ATHENA_WARM_REDIS_URL``; redis-py is imported on first use. ``MemoryTier`` (athena_warm._memory)
+has the same semantics in one process, for tests and local runs.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 from ._config import resolve
-from ._policy import Leases
 
-__all__ = ["SharedTier", "open_l2"]
+__all__ = ["Generation", "Lease", "SharedTier", "WriteOutcome", "open_l2"]
+
+MAX_GENERATION = 2**53  # a counter beyond this (or negative, or not a number) is malformed
+MAX_CHUNKS = 4096  # a pointer that claims more chunks is malformed
+MAX_LEASE_BYTES = 4096
+_EPOCH_RE = re.compile(r"[0-9a-f]{16}")
+_VERSION_RE = re.compile(r"[0-9a-f]{1,32}")
+_TOKEN_RE = re.compile(r"[0-9a-f]{8,64}")
+_DIGITS_RE = re.compile(r"[0-9]{1,15}")
+
+
+def new_epoch() -> str:
+    """A random 64-bit epoch: a recreated counter starts one that no old copy matches."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A mapping's generation in the shared tier: ``epoch`` (random, new whenever the counter is
+    created, so a lost counter never reads as an old one), ``number`` (bumped by each
+    invalidation) and ``floor`` (the lowest number still servable: a hard invalidation)."""
+
+    epoch: str
+    number: int
+    floor: int = 0
+
+
+def parse_generation(epoch: object, number: object, floor: object) -> Generation | None:
+    """A generation from the three stored strings, or None if any is malformed."""
+    e, g, h = (_text(x) for x in (epoch, number, floor))
+    if e is None or g is None or not _EPOCH_RE.fullmatch(e) or not _DIGITS_RE.fullmatch(g):
+        return None
+    if floor is not None and (h is None or not _DIGITS_RE.fullmatch(h)):
+        return None
+    n, f = int(g), int(h) if h is not None else 0
+    if n >= MAX_GENERATION or f >= MAX_GENERATION:
+        return None
+    return Generation(e, n, f)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who refreshes a mapping, fleet-wide. ``fence`` is a number taken at acquisition, larger
+    than every earlier holder's; ``at`` is when it was taken (epoch seconds). ``query_id`` is a
+    handed-over Athena query. ``failed`` makes it a failure marker: the refresh failed with that
+    error (``failed_type`` is the exception's type name), and nobody retries until it expires."""
+
+    token: str
+    fence: int = 0
+    at: float = 0.0
+    query_id: str | None = None
+    failed: str | None = None
+    failed_type: str | None = None
+
+    def encode(self) -> str:
+        """``"<token> <json>"``: the token first, so a server script compares it without JSON."""
+        body = {"fence": self.fence, "at": self.at, "query_id": self.query_id,
+                "failed": self.failed, "failed_type": self.failed_type}
+        return f"{self.token} {json.dumps(body, separators=(',', ':'))}"
+
+    @classmethod
+    def decode(cls, raw: object) -> Lease | None:
+        """The lease in ``raw``, or None when it is malformed (untrusted input)."""
+        text = _text(raw)
+        if text is None or len(text) > MAX_LEASE_BYTES:
+            return None
+        token, _, body = text.partition(" ")
+        if not _TOKEN_RE.fullmatch(token):
+            return None
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        fence, at = value.get("fence", 0), value.get("at", 0.0)
+        query_id, failed, ftype = (value.get(k) for k in ("query_id", "failed", "failed_type"))
+        if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
+            return None
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            return None
+        if not all(v is None or (isinstance(v, str) and len(v) <= 1024)
+                   for v in (query_id, failed, ftype)):
+            return None
+        return cls(token=token, fence=fence, at=float(at), query_id=query_id, failed=failed,
+                   failed_type=ftype)
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """Where the current copy's chunks are: ``version``, ``chunks`` and the copy's
+    ``created_ms`` (the time its data was read, used to refuse an older copy over a newer)."""
+
+    version: str
+    chunks: int
+    created_ms: int
+
+    def encode(self) -> str:
+        return f"{self.version}:{self.chunks}:{self.created_ms}"
+
+    @classmethod
+    def decode(cls, raw: object) -> Pointer | None:
+        text = _text(raw)
+        if text is None or len(text) > 80:
+            return None
+        parts = text.split(":")
+        if len(parts) != 3 or not _VERSION_RE.fullmatch(parts[0]) or \
+                not all(_DIGITS_RE.fullmatch(p) for p in parts[1:]):
+            return None
+        chunks = int(parts[1])
+        if not 1 <= chunks <= MAX_CHUNKS:
+            return None
+        return cls(parts[0], chunks, int(parts[2]))
+
+
+def _text(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(raw).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return raw if isinstance(raw, str) else None
+
+
+# What a publish came to: written; refused by fencing (a late holder, an older copy); refused
+# because the generation moved on (invalidated during the load); None: unreachable.
+WriteOutcome = Literal["written", "fenced", "invalidated"]
 
 
 @runtime_checkable
-class SharedTier(Leases, Protocol):
-    """Blobs, a generation counter, and the leases (see _policy.Leases) of the fleet."""
+class SharedTier(Protocol):
+    """Blobs, a generation counter and the leases of the fleet. Fails open (None)."""
 
     name: str
 
-    def generation(self, mapping: str) -> int | None:
-        """The mapping's generation (0 if never bumped); None if the store is unreachable."""
+    def generation(self, mapping: str) -> tuple[Generation, str] | None:
+        """The mapping's generation and how it was found: ``ok``, ``new`` (the counter did not
+        exist: first use, or lost) or ``repaired`` (it was malformed and was reset). A new or
+        reset counter gets a new epoch. None if the store is unreachable."""
+        ...
+
+    def bump(self, mapping: str, *, hard: bool = False) -> Generation:
+        """Increase the generation; return it. ``hard``: the new number is also the floor.
+        Raises L2Error when it cannot."""
         ...
 
     def read(self, mapping: str, fingerprint: str) -> bytes | None:
-        """The stored blob, or None (absent or unreachable). Never a mix of two versions."""
+        """The stored blob, or None (absent, malformed pointer, unreachable). Never a mix of two
+        versions."""
         ...
 
-    def head(self, mapping: str, fingerprint: str, size: int = 88) -> bytes | None:
+    def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:
         """The first ``size`` bytes of the stored blob (its header), or None."""
         ...
 
-    def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float) -> bool:
-        """Store a new version, replacing the old one atomically for readers; keep it ``ttl``
-        seconds. False if the store is unreachable."""
+    def write(self, mapping: str, fingerprint: str, blob: bytes, *, ttl: float,
+              created_at: float, generation: Generation, token: str | None) -> WriteOutcome | None:
+        """Store a new version and switch readers to it atomically, on the server, only if the
+        generation is still ``generation`` (same epoch, number not behind) and either ``token``
+        still holds the lease or the copy is newer (``created_at``) than the stored one."""
         ...
 
-    def floor(self, mapping: str) -> int:
-        """The lowest servable generation, as read by the latest ``generation()`` call."""
+    def acquire(self, mapping: str, fingerprint: str, token: str, *, ttl: float,
+                at: float) -> Lease | Literal[False] | None:
+        """Take the lease for ``ttl`` seconds: the lease (with a new fencing number) if taken,
+        False if someone holds it, None if unreachable."""
         ...
 
-    def bump(self, mapping: str, *, hard: bool = False) -> int:
-        """Increase the generation; return the new one. ``hard``: copies of older generations
-        are not served even as stale. Raises L2Error when it cannot."""
+    def info(self, mapping: str, fingerprint: str) -> Lease | None:
+        """The current lease; None when nobody holds it, it is malformed (then it is removed),
+        or the store is unreachable."""
+        ...
+
+    def update(self, mapping: str, fingerprint: str, lease: Lease, *,
+               ttl: float | None = None) -> bool:
+        """Replace the lease's value if ``lease.token`` still holds it (``ttl``: its new life)."""
+        ...
+
+    def release(self, mapping: str, fingerprint: str, token: str) -> bool:
+        """Drop the lease if ``token`` holds it."""
         ...
 
 
 def open_l2(url: str | None = None) -> SharedTier | None:
-    """The tier named by ``url`` or ``$ATHENA_WARM_REDIS_URL`` (``redis://`` or ``rediss://``
-    for TLS); None when neither is set (no L2)."""
+    """The tier named by ``url`` or ``$ATHENA_WARM_REDIS_URL``: ``redis://`` or ``rediss://``
+    (TLS) for Redis/Valkey, ``memory://`` for a tier private to this process; None when neither
+    is set (no L2)."""
     url = resolve(url, "REDIS_URL", None)
     if not url:
         return None
+    if url.startswith("memory://"):
+        from ._memory import MemoryTier
+
+        return MemoryTier()
     from .adapters.redis import RedisL2
 
     return RedisL2(url)

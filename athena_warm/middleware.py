@@ -72,7 +72,7 @@ class InvocationMetrics:
                 c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
             elif event == "load" and tier == "l2":
                 c["L2Loads"] += 1
-            elif event == "origin_error":
+            elif event == "refresh_failed":
                 c["RefreshFailures"] += 1
             elif event == "stale_served":
                 c["StaleServed"] += 1

@@ -76,7 +76,8 @@ def main() -> None:
     from athena_warm._codec import VALUE_SCALAR, decode, encode
 
     add("athena-warm (msgpack + zstd-3, header, checksum)",
-        lambda: encode(data, fingerprint=decl.fingerprint, generation=0, created_at=0.0,
+        lambda: encode(data, fingerprint=decl.fingerprint, generation=0, epoch="0" * 16,
+                       created_at=0.0,
                        key_arity=1, value_kind=VALUE_SCALAR),
         lambda b: dict(decode(b, fingerprint=decl.fingerprint)[0]))
     json_size = rows[1][1]

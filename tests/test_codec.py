@@ -19,12 +19,14 @@ from athena_warm._codec import (
     read_header,
 )
 
+EPOCH = "0123456789abcdef"
 FP = "0123456789abcdef"
 KEY = b"k" * 32
 
 
 def roundtrip(data: dict[Any, Any], arity: int, kind: int, **kw: Any) -> dict[Any, Any]:
-    blob = encode(data, fingerprint=FP, generation=7, created_at=1.7e9, key_arity=arity,
+    blob = encode(data, fingerprint=FP, generation=7, epoch=EPOCH, created_at=1.7e9,
+                  key_arity=arity,
                   value_kind=kind, extras={"query_id": "q-1"}, **kw)
     view, header, extras = decode(blob, fingerprint=FP, signing_key=kw.get("signing_key"))
     assert (header.generation, header.created_at, header.rows) == (7, 1.7e9, len(data))
@@ -68,7 +70,7 @@ def test_signed_roundtrip() -> None:
 
 
 def blob(**kw: Any) -> bytes:
-    return encode({"a": "b", "c": "d"}, fingerprint=FP, generation=1, created_at=1.0,
+    return encode({"a": "b", "c": "d"}, fingerprint=FP, generation=1, epoch=EPOCH, created_at=1.0,
                   key_arity=1, value_kind=VALUE_SCALAR, **kw)
 
 

@@ -125,7 +125,7 @@ def test_json_schemas(env: dict[str, str]) -> None:
                         "loaded_at"} and got["value"] == "A1" and got["tier"] == "l2"
     status = json.loads(cli(env, "status", "--json").stdout)
     assert set(status) == {"l2", "mappings"}
-    assert {"name", "fingerprint", "l2", "reachable", "generation", "floor", "present",
+    assert {"name", "fingerprint", "l2", "reachable", "generation", "epoch", "floor", "present",
             "corrupt", "lease", "bytes", "copy_generation", "rows", "created_at", "signed",
             "age_s", "expires_in_s", "stale", "servable"} == set(status["mappings"][0])
     inv = json.loads(cli(env, "invalidate", "--all", "--json").stdout)["invalidated"][0]

@@ -16,7 +16,8 @@ from athena_warm import (
     OriginError,
     StaleLimitError,
 )
-from athena_warm._policy import LocalLeases, jittered
+from athena_warm._memory import MemoryTier
+from athena_warm._rules import jittered, lease_ttl
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 
@@ -175,45 +176,24 @@ def test_invocation_scope_passes_its_deadline(duck: Any, clocks: Clocks) -> None
     assert origin.calls == 1
 
 
-# -- leases --------------------------------------------------------------------------------------
-
-
-def test_lease_contract_local(clocks: Clocks) -> None:
-    lease_contract(LocalLeases(clocks.mono))
-
-
-def test_lease_contract_redis(redis_url: str) -> None:
-    lease_contract(RedisL2(redis_url))
-
-
-def lease_contract(leases: Any) -> None:
-    """What every lease implementation does (in-process and L2)."""
-    assert leases.acquire("m", "fp", "t1", ttl=30) is True
-    assert leases.acquire("m", "fp", "t2", ttl=30) is False  # single flight
-    assert leases.info("m", "fp")["token"] == "t1"
-    assert leases.update("m", "fp", "t2", {"query_id": "q"}) is False  # not the holder
-    assert leases.update("m", "fp", "t1", {"query_id": "q"}) is True
-    assert leases.info("m", "fp") == {"query_id": "q", "token": "t1"}
-    assert leases.release("m", "fp", "t2") is False  # only the holder releases
-    assert leases.release("m", "fp", "t1") is True
-    assert leases.info("m", "fp") is None
-    assert leases.acquire("m", "fp", "t3", ttl=30) is True
-    assert leases.acquire("m", "other", "t4", ttl=30) is True  # per declaration
+# -- leases (the lease contract itself is in test_tier_contract.py) ---------------------------
 
 
 def test_a_lease_expires_so_a_dead_holders_work_is_taken_over(clocks: Clocks) -> None:
-    leases = LocalLeases(clocks.mono)
-    assert leases.acquire("m", "fp", "dead", ttl=30)
+    leases = MemoryTier(clock=clocks.mono)
+    assert leases.acquire("m", "fp", "dead0000", ttl=30, at=0)
     clocks.advance(29.9)
-    assert not leases.acquire("m", "fp", "next", ttl=30)
+    assert not leases.acquire("m", "fp", "next0000", ttl=30, at=0)
     clocks.advance(0.1)
-    assert leases.acquire("m", "fp", "next", ttl=30)
+    assert leases.acquire("m", "fp", "next0000", ttl=30, at=0)
 
 
-def test_lease_length_follows_the_refresh_deadline(duck: Any, clocks: Clocks) -> None:
-    cache = clocks.cache(CountingOrigin(duck), refresh_timeout=120)
-    assert cache._lease_ttl(None) == 120
-    assert cache._lease_ttl(clocks.mono() + 40) == 45  # the holder cannot outlive its deadline
+def test_lease_length_follows_the_refresh_deadline() -> None:
+    assert lease_ttl(deadline_left=None, async_timeout=None, refresh_timeout=120) == 120
+    # the holder cannot outlive its deadline
+    assert lease_ttl(deadline_left=40, async_timeout=None, refresh_timeout=120) == 45
+    # a handed-over query outlives the invocation
+    assert lease_ttl(deadline_left=40, async_timeout=600, refresh_timeout=120) == 660
 
 
 # -- hand-over of a running Athena query ---------------------------------------------------------
@@ -247,7 +227,7 @@ def test_hand_over_to_a_later_invocation(slow_athena: Any, clock: FakeClock,
     with pytest.raises(DeadlineError, match="was started and a later invocation collects it"):
         a.get("customers", remaining=2)
     assert _starts(slow_athena) == 1
-    query_id = a.l2.info("customers", a.declaration("customers").fingerprint)["query_id"]
+    query_id = a.l2.info("customers", a.declaration("customers").fingerprint).query_id
     # Another container, with no time either, does not start it again.
     with pytest.raises(DeadlineError):
         b.get("customers", remaining=0.6)

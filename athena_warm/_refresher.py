@@ -1,0 +1,436 @@
+"""The refresher: what happens below L1 when a copy is due. One refresher per fleet per mapping.
+
+    fill()      generation check -> keep / take the fleet's copy / refresh
+    _refresh()  take the lease (fenced) -> as holder: query, publish, release
+                                        -> otherwise: follow the holder (collect its handed-over
+                                           query, serve stale, or wait for its copy)
+    _failed()   THE failure handler: every exception of a refresh, whatever its type, lands
+                here: the lease becomes a failure marker for ``retry_interval``, the stale copy
+                is served within max_stale (error log, RefreshFailures), else the real error.
+
+It calls the shared copies (leases, copies, generation) and the origin; nothing calls back up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import _rules as rules
+from ._build import build
+from ._events import emit
+from ._l1 import Entry
+from ._shared import SharedCopies, nbytes_of
+from ._view import MappingMeta
+from .exceptions import AthenaWarmError, DeadlineError, RefreshError, StaleLimitError
+from .l2 import Generation, Lease
+from .origin import AsyncOrigin, Origin, QueryResult
+
+if TYPE_CHECKING:
+    from ._declare import Mapping
+    from ._memory import MemoryTier
+
+
+class LocalLeases:
+    """The in-process leases (no L2, or L2 unreachable), on a private MemoryTier."""
+
+    def __init__(self, tier: MemoryTier) -> None:
+        self.tier = tier
+
+    def acquire(self, decl: Mapping, token: str, *, ttl: float,
+                at: float) -> Lease | Literal[False] | None:
+        return self.tier.acquire(decl.name, decl.fingerprint, token, ttl=ttl, at=at)
+
+    def info(self, decl: Mapping) -> Lease | None:
+        return self.tier.info(decl.name, decl.fingerprint)
+
+    def update(self, decl: Mapping, lease: Lease, *, ttl: float | None = None) -> bool:
+        return self.tier.update(decl.name, decl.fingerprint, lease, ttl=ttl)
+
+    def release(self, decl: Mapping, token: str) -> bool:
+        return self.tier.release(decl.name, decl.fingerprint, token)
+
+
+Leases = LocalLeases | SharedCopies
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The holder did not produce a copy in this invocation: its query was handed over
+    (``query_id``), or not started for lack of time."""
+
+    query_id: str | None
+
+
+class Refresher:
+    def __init__(self, *, shared: SharedCopies | None, local: LocalLeases,
+                 origin: Callable[[], Origin], clock: Callable[[], float],
+                 wall_clock: Callable[[], float], sleep: Callable[[float], None],
+                 random: Callable[[], float], retry_interval: float, refresh_timeout: float,
+                 check_interval: float, span: Callable[[str], Any]) -> None:
+        self.shared = shared
+        self.local = local
+        self.origin = origin
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.random = random
+        self.retry_interval = retry_interval
+        self.refresh_timeout = refresh_timeout
+        self.check_interval = check_interval
+        self.span = span
+
+    # -- entries -----------------------------------------------------------------------------------
+
+    def entry(self, decl: Mapping, view: Any, *, age: float, number: int, epoch: str,
+              nbytes: int, load_seconds: float) -> Entry:
+        now = self.clock()
+        expires_at = now - age + rules.jittered(decl.ttl, decl.ttl_jitter, self.random)
+        fresh_until = self.next_look(now, expires_at) if now < expires_at else \
+            now + self.retry_interval
+        return Entry(view=view, loaded_mono=now - age, expires_at=expires_at,
+                     fresh_until=fresh_until, nbytes=nbytes,
+                     stale_until=now - age + decl.ttl + decl.max_stale,
+                     created_at=view.meta.loaded_at, load_seconds=load_seconds,
+                     generation=number, epoch=epoch)
+
+    def next_look(self, now: float, expires_at: float) -> float:
+        return rules.next_look(now, expires_at, shared=self.shared is not None,
+                               check_interval=self.check_interval)
+
+    def _from_shared(self, decl: Mapping, gen: Generation, *,
+                     newer_than: float | None) -> Entry | None:
+        assert self.shared is not None
+        got = self.shared.read(decl, gen, newer_than=newer_than)
+        if got is None:
+            return None
+        h, x = got.header, got.extras
+        got.view.meta = MappingMeta(
+            name=decl.name, tier="l2", source="l2", generation=h.generation,
+            loaded_at=h.created_at, rows=h.rows, fingerprint=decl.fingerprint,
+            null_keys_skipped=int(x.get("null_keys_skipped") or 0), nbytes=nbytes_of(got),
+            query_id=x.get("query_id"))
+        return self.entry(decl, got.view, age=got.age, number=h.generation, epoch=h.epoch,
+                          nbytes=got.view.meta.nbytes,
+                          load_seconds=float(x.get("load_seconds") or 0.0))
+
+    def _from_result(self, decl: Mapping, result: QueryResult, *, number: int, epoch: str,
+                     created_at: float, age: float, seconds: float) -> Entry:
+        """An entry from a query's result. ``created_at`` (epoch seconds) is when the query
+        started, ``age`` how long ago that was; ``seconds`` the work it took."""
+        built = build(decl, result)
+        view = built.data
+        view.meta = MappingMeta(
+            name=decl.name, tier="origin", source="origin", generation=number,
+            loaded_at=created_at, rows=len(view), fingerprint=decl.fingerprint,
+            null_keys_skipped=built.null_keys_skipped, nbytes=built.nbytes,
+            query_id=result.query_id)
+        emit(logging.INFO, "athena-warm: loaded %s from %s: %d rows in %.0f ms", decl.name,
+             self.origin().name, len(view), seconds * 1000,
+             extra={"mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
+                    "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
+                    "query_id": result.query_id, "generation": number,
+                    "null_keys_skipped": built.null_keys_skipped,
+                    "bytes_scanned": result.bytes_scanned})
+        return self.entry(decl, view, age=max(0.0, age), number=number, epoch=epoch, nbytes=built.nbytes,
+                          load_seconds=seconds)
+
+    # -- the read path below L1 --------------------------------------------------------------------
+
+    def fill(self, decl: Mapping, cur: Entry | None, *, deadline: float | None,
+             force: bool = False) -> Entry:
+        """``cur`` (this container's copy, if any) is due for a look: keep it, take a newer copy
+        from the fleet, or refresh (one refresher in the fleet; the others serve stale).
+        ``force``: query the origin whatever the copies say."""
+        now = self.clock()
+        gen = self.shared.generation(decl.name) if self.shared is not None else None
+        too_old = cur is not None and \
+            rules.state(now, cur.expires_at, cur.stale_until) == "too_old"
+        if too_old:
+            cur = None  # past ttl + max_stale: never served again
+        current = cur is not None and (gen is None or
+                                       rules.copy_matches(cur.epoch, cur.generation, gen))
+        if cur is not None and not current:
+            assert gen is not None
+            hard = rules.below_floor(cur.epoch, cur.generation, gen)
+            emit(logging.INFO,
+                 "athena-warm: %s was invalidated%s (generation %d -> %d); refreshing",
+                 decl.name, " hard" if hard else "", cur.generation, gen.number,
+                 extra={"mapping": decl.name, "event": "invalidated",
+                        "generation": gen.number, "hard": hard})
+            # Stale from now on, served while one container refreshes; after a hard
+            # invalidation, not served at all.
+            cur = None if hard else dataclasses.replace(cur, expires_at=now)
+        elif cur is not None and not force and now < cur.expires_at:
+            # Only the generation check was due, and the copy is current: keep it.
+            return dataclasses.replace(cur, fresh_until=self.next_look(now, cur.expires_at))
+        stale = cur
+        if not force and gen is not None:
+            got = self._from_shared(decl, gen,
+                                    newer_than=cur.created_at if cur and current else None)
+            if got is not None:
+                if now < got.expires_at:
+                    return got
+                if stale is None or got.created_at > stale.created_at:
+                    stale = got  # a stale copy from the fleet beats none (a cold container)
+        return self._refresh(decl, gen, stale, deadline=deadline, too_old=too_old, force=force)
+
+    def _refresh(self, decl: Mapping, gen: Generation | None, stale: Entry | None, *,
+                 deadline: float | None, too_old: bool, force: bool) -> Entry:
+        leases: Leases = self.shared if gen is not None and self.shared is not None \
+            else self.local
+        lease: Lease | None = None
+        deferred: Deferred | None = None
+        try:
+            origin = self.origin()
+            ttl = rules.lease_ttl(
+                deadline_left=None if deadline is None else deadline - self.clock(),
+                async_timeout=_async_timeout(origin, self.refresh_timeout),
+                refresh_timeout=self.refresh_timeout)
+            token = secrets.token_hex(8)
+            got = leases.acquire(decl, token, ttl=ttl, at=self.wall_clock())
+            if got is None:  # L2 unreachable since the generation check: this process only
+                leases, gen = self.local, None
+                got = leases.acquire(decl, token, ttl=ttl, at=self.wall_clock())
+            if got:
+                lease = got
+                done = self._as_holder(decl, origin, gen, stale, leases, got,
+                                       deadline=deadline, force=force)
+                if isinstance(done, Entry):
+                    return done
+                deferred = done
+        except Exception as exc:
+            return self._failed(decl, leases, lease, stale, exc, too_old=too_old)
+        except BaseException:  # Ctrl-C, SystemExit: let the fleet take over at once
+            if lease is not None:
+                leases.release(decl, lease.token)
+            raise
+        if deferred is not None:  # handed over or deferred: not a failure
+            return self._stale_or_deadline(decl, stale, deadline, deferred.query_id)
+        return self._follow(decl, gen, leases, stale, deadline=deadline, too_old=too_old)
+
+    def _as_holder(self, decl: Mapping, origin: Origin, gen: Generation | None,
+                   stale: Entry | None, leases: Leases, lease: Lease, *,
+                   deadline: float | None, force: bool) -> Entry | Deferred:
+        if not force and gen is not None:
+            # Someone may have published between our look and the lease (dogpile does not
+            # re-check here, and queries twice).
+            fresh = self._from_shared(decl, gen,
+                                      newer_than=stale.created_at if stale else None)
+            if fresh is not None and self.clock() < fresh.expires_at:
+                leases.release(decl, lease.token)
+                return fresh
+        number = gen.number if gen is not None else (stale.generation if stale else 0)
+        epoch = gen.epoch if gen is not None else ""
+        start, budget = self.clock(), None if deadline is None else deadline - self.clock()
+        created_at = self.wall_clock()  # when the data was read: orders copies fleet-wide
+        with self.span("## athena-warm origin query"):
+            if isinstance(origin, AsyncOrigin):
+                query_id = origin.start(decl.sql, decl.params, database=decl.database,
+                                        workgroup=decl.workgroup, catalog=decl.catalog)
+                lease = dataclasses.replace(lease, query_id=query_id, at=created_at)
+                leases.update(decl, lease)
+                max_wait = None
+                if deadline is not None:
+                    max_wait = max(0.0, deadline - self.clock() - rules.DEADLINE_MARGIN)
+                execution = origin.wait(query_id, max_wait=max_wait)
+                if execution is None:
+                    emit(logging.WARNING,
+                         "athena-warm: refresh of %s handed over: query %s still runs at this "
+                         "invocation's deadline; a later invocation collects it", decl.name,
+                         query_id, extra={"mapping": decl.name, "event": "handover",
+                                          "query_id": query_id})
+                    return Deferred(query_id)
+                result = origin.fetch(query_id, execution)
+            else:
+                expected = stale.load_seconds if stale is not None else 0.0
+                left = None if deadline is None else \
+                    deadline - self.clock() - rules.DEADLINE_MARGIN
+                if rules.should_defer(left, expected):
+                    emit(logging.INFO,
+                         "athena-warm: not refreshing %s now: the last load took %.1f s, more "
+                         "than this invocation has left", decl.name, expected,
+                         extra={"mapping": decl.name, "event": "refresh_deferred"})
+                    leases.release(decl, lease.token)
+                    return Deferred(None)
+                result = origin.query(decl.sql, decl.params, database=decl.database,
+                                      workgroup=decl.workgroup, catalog=decl.catalog)
+        elapsed = self.clock() - start
+        entry = self._from_result(decl, result, number=number, epoch=epoch,
+                                  created_at=created_at, age=elapsed,
+                                  seconds=rules.work_seconds(elapsed, budget=budget))
+        self._publish(decl, entry, gen, token=lease.token)
+        leases.release(decl, lease.token)
+        return entry
+
+    def _publish(self, decl: Mapping, entry: Entry, gen: Generation | None, *,
+                 token: str | None) -> bool:
+        if self.shared is None or gen is None:
+            return False
+        return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
+                                   load_seconds=entry.load_seconds, token=token)
+
+    def _follow(self, decl: Mapping, gen: Generation | None, leases: Leases,
+                stale: Entry | None, *, deadline: float | None, too_old: bool) -> Entry:
+        """Someone else holds the lease: use its failure, collect its handed-over query, serve
+        the stale copy, or wait for the holder's copy (looking every 20-50 ms)."""
+        held = leases.info(decl)
+        interval: float | None = None
+        limit = deadline - rules.DEADLINE_MARGIN if deadline is not None else \
+            self.clock() + self.refresh_timeout
+        while True:
+            if held is not None and held.failed:
+                return self._after_failure(decl, held, stale)
+            if held is not None and held.query_id and isinstance(self.origin(), AsyncOrigin):
+                entry = self._collect(decl, gen, leases, held, stale, too_old=too_old)
+                if entry is not None:
+                    return entry
+            if stale is not None:
+                return self._serve_stale(decl, stale, "another container is refreshing it")
+            if held is None:  # the holder finished without publishing, or died: our turn
+                return self._refresh(decl, gen, None, deadline=deadline, too_old=too_old,
+                                     force=False)
+            now = self.clock()
+            if now >= limit:
+                raise DeadlineError(
+                    f"mapping {decl.name!r}: no usable copy in this container or L2, and "
+                    f"another container's refresh did not finish within this invocation's "
+                    f"time; the next invocation will find it (query "
+                    f"{held.query_id or 'running'})", mapping=decl.name,
+                    query_id=held.query_id)
+            interval = rules.poll_interval(interval)
+            self.sleep(min(interval, limit - now))
+            if gen is not None:
+                got = self._from_shared(decl, gen, newer_than=-1.0)
+                if got is not None and self.clock() < got.expires_at:
+                    return got
+            held = leases.info(decl)
+
+    def _collect(self, decl: Mapping, gen: Generation | None, leases: Leases, held: Lease,
+                 stale: Entry | None, *, too_old: bool) -> Entry | None:
+        """Collect the result of a query another invocation started and handed over."""
+        origin = self.origin()
+        assert isinstance(origin, AsyncOrigin) and held.query_id is not None
+        start = self.clock()
+        try:
+            with self.span("## athena-warm origin collect"):
+                execution = origin.wait(held.query_id, max_wait=0)  # one look
+                if execution is None:
+                    return None  # still running
+                result = origin.fetch(held.query_id, execution)
+            number = gen.number if gen is not None else (stale.generation if stale else 0)
+            entry = self._from_result(decl, result, number=number,
+                                      epoch=gen.epoch if gen else "", created_at=held.at,
+                                      age=self.wall_clock() - held.at,
+                                      seconds=self.clock() - start)
+            emit(logging.INFO, "athena-warm: collected %s from handed-over query %s",
+                 decl.name, held.query_id, extra={"mapping": decl.name, "event": "collect",
+                                                  "query_id": held.query_id})
+            self._publish(decl, entry, gen, token=held.token)
+        except Exception as exc:
+            return self._failed(decl, leases, held, stale, exc, too_old=too_old)
+        leases.release(decl, held.token)
+        return entry
+
+    # -- failure, stale, deadline ------------------------------------------------------------------
+
+    def _failed(self, decl: Mapping, leases: Leases, lease: Lease | None, stale: Entry | None,
+                exc: Exception, *, too_old: bool) -> Entry:
+        """Every failure of a refresh. The lease (if held) becomes a failure marker for
+        ``retry_interval``; the stale copy is served within max_stale; else the real error."""
+        if isinstance(exc, AthenaWarmError) and hasattr(exc, "with_mapping"):
+            exc = exc.with_mapping(decl.name)
+        what = f"{type(exc).__name__}: {exc}"
+        if lease is not None:
+            marker = dataclasses.replace(lease, failed=what[:1000],
+                                         failed_type=type(exc).__name__)
+            if not leases.update(decl, marker, ttl=self.retry_interval):
+                leases.release(decl, lease.token)
+        emit(logging.ERROR, "athena-warm: refreshing %s failed: %s", decl.name, what,
+             extra={"mapping": decl.name, "event": "refresh_failed",
+                    "error": type(exc).__name__, "query_id": getattr(exc, "query_id", None)})
+        if stale is not None and rules.may_serve_stale(self.clock(), stale.stale_until):
+            return self._serve_stale(decl, stale, "refresh failed", error=exc)
+        if too_old:
+            raise StaleLimitError(
+                f"mapping {decl.name!r}: the refresh failed ({what}) and the only copy is "
+                f"older than ttl + max_stale ({decl.ttl + decl.max_stale:g} s), so it is not "
+                "served. Fix the cause, or raise max_stale if older data is acceptable.",
+                mapping=decl.name, age=decl.ttl + decl.max_stale) from exc
+        if isinstance(exc, AthenaWarmError):
+            raise exc
+        raise RefreshError(
+            f"mapping {decl.name!r}: the refresh failed with {what}. It is retried after "
+            f"{self.retry_interval:g} s; fix the cause (see the chained exception).",
+            mapping=decl.name, cause_type=type(exc).__name__) from exc
+
+    def _after_failure(self, decl: Mapping, marker: Lease, stale: Entry | None) -> Entry:
+        """Another refresher failed moments ago: nobody retries before its marker expires."""
+        ago = max(0.0, self.wall_clock() - marker.at)
+        if stale is not None and rules.may_serve_stale(self.clock(), stale.stale_until):
+            return self._serve_stale(decl, stale, f"the latest refresh failed: {marker.failed}",
+                                     error=RuntimeError(marker.failed))
+        raise RefreshError(
+            f"mapping {decl.name!r}: no usable copy, and the latest refresh (started {ago:.0f} "
+            f"s ago) failed with {marker.failed}. It is retried after {self.retry_interval:g} s.",
+            mapping=decl.name, cause_type=marker.failed_type or "Exception")
+
+    def _serve_stale(self, decl: Mapping, stale: Entry, why: str, *,
+                     error: BaseException | None = None, decay: bool = False) -> Entry:
+        now = self.clock()
+        age = self.wall_clock() - stale.created_at
+        emit(logging.ERROR if error is not None else logging.INFO,
+             "athena-warm: serving a stale copy of %s (%.0f s old; ttl %g s, max_stale %g s): "
+             "%s", decl.name, age, decl.ttl, decl.max_stale, why if error is None else error,
+             extra={"mapping": decl.name, "event": "stale_served", "age_s": round(age, 1),
+                    "error": None if error is None else str(error)})
+        return dataclasses.replace(
+            stale, fresh_until=min(stale.stale_until, now + self.retry_interval),
+            load_seconds=rules.after_deferral(stale.load_seconds) if decay
+            else stale.load_seconds)
+
+    def _stale_or_deadline(self, decl: Mapping, stale: Entry | None, deadline: float | None,
+                           query_id: str | None) -> Entry:
+        if stale is not None and rules.may_serve_stale(self.clock(), stale.stale_until):
+            return self._serve_stale(decl, stale, "its refresh continues in a later invocation",
+                                     decay=query_id is None)
+        left = (deadline - self.clock()) if deadline is not None else 0.0
+        raise DeadlineError(
+            f"mapping {decl.name!r}: no usable copy, and {max(left, 0):.1f} s left in this "
+            "invocation is not enough to load one"
+            + (f"; query {query_id} was started and a later invocation collects it"
+               if query_id else "; a later invocation with more time loads it"),
+            mapping=decl.name, query_id=query_id)
+
+    # -- without a lease (the kill switch, invalidate --refresh) -----------------------------------
+
+    def query_now(self, decl: Mapping, *, number: int, epoch: str) -> Entry:
+        """Query the origin now, without a lease; no publish."""
+        origin = self.origin()
+        start, created_at = self.clock(), self.wall_clock()
+        with self.span("## athena-warm origin query"):
+            if isinstance(origin, AsyncOrigin):
+                query_id = origin.start(decl.sql, decl.params, database=decl.database,
+                                        workgroup=decl.workgroup, catalog=decl.catalog)
+                execution = origin.wait(query_id)
+                assert execution is not None
+                result = origin.fetch(query_id, execution)
+            else:
+                result = origin.query(decl.sql, decl.params, database=decl.database,
+                                      workgroup=decl.workgroup, catalog=decl.catalog)
+        elapsed = self.clock() - start
+        return self._from_result(decl, result, number=number, epoch=epoch,
+                                 created_at=created_at, age=elapsed, seconds=elapsed)
+
+    def publish(self, decl: Mapping, entry: Entry, gen: Generation) -> bool:
+        return self._publish(decl, entry, gen, token=None)
+
+
+def _async_timeout(origin: Origin, default: float) -> float | None:
+    if not isinstance(origin, AsyncOrigin):
+        return None
+    return float(getattr(origin, "query_timeout", default))

@@ -1,0 +1,269 @@
+"""The fleet's shared copies: a SharedTier plus the codec. The whole L2 contract lives here.
+
+``SharedCopies`` reads a copy (checked end to end: header, generation, age, payload), publishes
+one (fenced on the server), reads the generation and passes the leases through. Everything it
+gets from the tier is untrusted: any failure, of the tier or of what it returned, is a logged
+miss (``l2_corrupt`` or ``l2_error``), never an exception to the caller. Only ``bump`` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from . import _rules as rules
+from ._build import estimate_bytes
+from ._codec import (
+    HEADER_SIZE,
+    VALUE_ROW,
+    VALUE_SCALAR,
+    VALUE_TUPLE,
+    CorruptPayloadError,
+    Header,
+    decode,
+    encode,
+    read_header,
+)
+from ._events import emit
+from ._view import MappingView
+from .l2 import Generation, Lease, SharedTier
+
+if TYPE_CHECKING:
+    from ._declare import Mapping
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedCopy:
+    """A copy read from the shared tier and checked: its data, header, and the writer's notes."""
+
+    view: MappingView
+    header: Header
+    extras: dict[str, Any]
+    size: int
+    age: float  # seconds since its data was read (wall clock)
+
+
+class SharedCopies:
+    def __init__(self, tier: SharedTier, *, signing_key: bytes | None,
+                 wall_clock: Callable[[], float],
+                 span: Callable[[str], contextlib.AbstractContextManager[Any]]) -> None:
+        self.tier = tier
+        self.signing_key = signing_key
+        self.wall_clock = wall_clock
+        self.span = span
+
+    def _safe(self, what: str, mapping: str, fn: Callable[[], T], default: T) -> T:
+        try:
+            return fn()
+        except Exception as exc:  # a tier's bug or a value it could not parse: a miss
+            emit(logging.WARNING,
+                 "athena-warm L2 %s of %s failed (%s: %s); treating it as a miss", what,
+                 mapping, type(exc).__name__, exc,
+                 extra={"mapping": mapping, "event": "l2_error", "tier": "l2"})
+            return default
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def generation(self, mapping: str) -> Generation | None:
+        got = self._safe("generation check", mapping, lambda: self.tier.generation(mapping), None)
+        if got is None:
+            return None
+        gen, how = got
+        if how == "repaired":
+            _corrupt(mapping, "the generation counter was malformed; it was reset with a new "
+                              "epoch, so every container reloads")
+        elif how == "new":
+            emit(logging.INFO, "athena-warm: started generation epoch %s for %s (first use, or "
+                 "the counter was lost: older copies are not served as current)", gen.epoch,
+                 mapping, extra={"mapping": mapping, "event": "generation_new"})
+        return gen
+
+    def bump(self, mapping: str, *, hard: bool = False) -> Generation:
+        return self.tier.bump(mapping, hard=hard)
+
+    # -- copies ------------------------------------------------------------------------------------
+
+    def read(self, decl: Mapping, gen: Generation, *,
+             newer_than: float | None = None) -> SharedCopy | None:
+        """The copy of the current generation, fresh or stale-but-servable; None if absent,
+        damaged, of another generation, too old, or (``newer_than``: epoch seconds) not newer
+        than the copy the caller holds (checked on the header alone, before downloading)."""
+        name, fp = decl.name, decl.fingerprint
+        if newer_than is not None:
+            head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE), None)
+            if head is None:
+                return None
+            try:
+                h = read_header(head, partial=True)
+            except CorruptPayloadError:
+                pass  # the full read below says why
+            else:
+                if not self._servable(h, gen, decl) or h.created_at <= newer_than:
+                    return None
+        start = time.perf_counter()
+        with self.span("## athena-warm L2 read"):
+            blob = self._safe("read", name, lambda: self.tier.read(name, fp), None)
+        if blob is None:
+            return None
+        try:
+            view, header, extras = decode(blob, fingerprint=fp, signing_key=self.signing_key)
+        except CorruptPayloadError as exc:
+            _corrupt(name, exc.reason)
+            return None
+        problem = _check_extras(extras)
+        if problem is not None:
+            _corrupt(name, problem)
+            return None
+        if not self._servable(header, gen, decl):
+            return None
+        age = max(0.0, self.wall_clock() - header.created_at)
+        ms = (time.perf_counter() - start) * 1000
+        emit(logging.INFO,
+             "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
+             name, header.rows, len(blob), age, ms,
+             extra={"mapping": name, "event": "load", "tier": "l2", "rows": header.rows,
+                    "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
+                    "generation": header.generation})
+        return SharedCopy(view, header, extras, len(blob), age)
+
+    def _servable(self, header: Header, gen: Generation, decl: Mapping) -> bool:
+        if not rules.copy_matches(header.epoch, header.generation, gen):
+            return False  # invalidated since it was stored, or the counter was lost
+        if rules.below_floor(header.epoch, header.generation, gen):
+            return False
+        return self.wall_clock() - header.created_at < decl.ttl + decl.max_stale
+
+    def publish(self, decl: Mapping, view: MappingView, *, gen: Generation, created_at: float,
+                load_seconds: float, token: str | None) -> bool:
+        """Publish ``view`` as generation ``gen``; whether it was. Fenced on the server: refused
+        when the generation moved on, or when ``token`` no longer holds the lease and the stored
+        copy is as new. Never raises: a copy that cannot be encoded or stored is logged."""
+        name = decl.name
+        meta = view.meta
+        try:
+            blob = encode(
+                view, fingerprint=decl.fingerprint, generation=meta.generation,
+                epoch=gen.epoch, created_at=created_at, key_arity=len(decl.key_columns),
+                value_kind=(VALUE_ROW if not decl.value_columns else
+                            VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
+                extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped,
+                        "nbytes": meta.nbytes, "load_seconds": round(load_seconds, 3)},
+                signing_key=self.signing_key,
+            )
+        except Exception as exc:
+            emit(logging.ERROR,
+                 "athena-warm: %s was loaded but cannot be stored in L2 (%s: %s); it is served "
+                 "from this container's memory, and other containers load it themselves",
+                 name, type(exc).__name__, exc,
+                 extra={"mapping": name, "event": "publish_failed", "tier": "l2"})
+            return False
+        with self.span("## athena-warm L2 write"):
+            outcome = self._safe("write", name, lambda: self.tier.write(
+                name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale,
+                created_at=created_at, generation=Generation(gen.epoch, meta.generation,
+                                                             gen.floor), token=token), None)
+        if outcome == "written":
+            emit(logging.INFO, "athena-warm: published %s to L2: %d rows, %d bytes, generation "
+                 "%d", name, meta.rows, len(blob), meta.generation,
+                 extra={"mapping": name, "event": "publish", "tier": "l2", "rows": meta.rows,
+                        "bytes": len(blob), "generation": meta.generation})
+        elif outcome == "fenced":
+            emit(logging.WARNING,
+                 "athena-warm: not publishing %s: this refresh lost its lease (frozen or slow) "
+                 "and L2 already holds a copy as new; the late copy is dropped", name,
+                 extra={"mapping": name, "event": "publish_fenced"})
+        elif outcome == "invalidated":
+            emit(logging.INFO, "athena-warm: not publishing %s: invalidated during the load",
+                 name, extra={"mapping": name, "event": "publish_skipped"})
+        return outcome == "written"
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    def acquire(self, decl: Mapping, token: str, *, ttl: float,
+                at: float) -> Lease | Literal[False] | None:
+        return self._safe("lease", decl.name, lambda: self.tier.acquire(
+            decl.name, decl.fingerprint, token, ttl=ttl, at=at), None)
+
+    def info(self, decl: Mapping) -> Lease | None:
+        return self._safe("lease read", decl.name,
+                          lambda: self.tier.info(decl.name, decl.fingerprint), None)
+
+    def update(self, decl: Mapping, lease: Lease, *, ttl: float | None = None) -> bool:
+        return self._safe("lease update", decl.name, lambda: self.tier.update(
+            decl.name, decl.fingerprint, lease, ttl=ttl), False)
+
+    def release(self, decl: Mapping, token: str) -> bool:
+        return self._safe("lease release", decl.name,
+                          lambda: self.tier.release(decl.name, decl.fingerprint, token), False)
+
+    # -- the operator's view -----------------------------------------------------------------------
+
+    def status(self, decl: Mapping) -> dict[str, Any]:
+        """What the tier holds for ``decl``: the copy (checked end to end), generation, lease."""
+        name = decl.name
+        gen = self.generation(name)
+        out: dict[str, Any] = {"reachable": gen is not None,
+                               "generation": gen.number if gen else None,
+                               "epoch": gen.epoch if gen else None,
+                               "floor": gen.floor if gen else None, "present": False,
+                               "corrupt": None}
+        if gen is None:
+            return out
+        blob = self._safe("read", name, lambda: self.tier.read(name, decl.fingerprint), None)
+        lease = self.info(decl)
+        now = self.wall_clock()
+        out["lease"] = None if lease is None else {
+            "query_id": lease.query_id, "failed": lease.failed, "fence": lease.fence,
+            "since_s": round(now - lease.at, 1)}
+        if blob is None:
+            return out
+        out.update(present=True, bytes=len(blob))
+        try:
+            header = read_header(blob)
+            out.update(copy_generation=header.generation, rows=header.rows,
+                       created_at=header.created_at, signed=header.signed)
+            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key)
+        except CorruptPayloadError as exc:
+            out["corrupt"] = exc.reason
+            return out
+        age = max(0.0, now - header.created_at)
+        valid = rules.copy_matches(header.epoch, header.generation, gen)
+        out.update(age_s=round(age, 1), expires_in_s=round(decl.ttl - age, 1),
+                   stale=age >= decl.ttl or not valid,
+                   servable=self._servable(header, gen, decl))
+        return out
+
+
+def _corrupt(mapping: str, reason: str) -> None:
+    emit(logging.WARNING,
+         "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
+         "load replaces it", mapping, reason,
+         extra={"mapping": mapping, "event": "l2_corrupt", "reason": reason})
+
+
+def _check_extras(extras: Any) -> str | None:
+    """Why the writer's notes are unusable, or None. They are untrusted like the rest."""
+    if not isinstance(extras, dict):
+        return "extras are not a map"
+    for k in ("nbytes", "null_keys_skipped"):
+        v = extras.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62):
+            return f"extras: {k} is not a count"
+    v = extras.get("load_seconds")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                          or not 0 <= v < 1e7):
+        return "extras: load_seconds is not a duration"
+    q = extras.get("query_id")
+    if q is not None and (not isinstance(q, str) or len(q) > 256):
+        return "extras: query_id is not an id"
+    return None
+
+
+def nbytes_of(copy: SharedCopy) -> int:
+    return int(copy.extras.get("nbytes") or 0) or estimate_bytes(copy.view)
