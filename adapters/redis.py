@@ -14,10 +14,10 @@ A write stores every chunk of a new version, then switches the pointer, then sho
 version's life to a grace period. The switch is one script that checks, on the server, that
 the generation has not moved on and that the writer still holds the lease or has a newer copy
 (so a holder that outlived its lease never overwrites newer data). A reader reads the pointer
-and then all chunks in one MGET, so it never sees chunks of two versions. Every call has short timeouts and at most one retry (which
-also reconnects a socket that died while the Lambda container was frozen). A failure opens a
-circuit breaker: for ``reset_window`` seconds L2 is skipped without waiting, then one call tries
-again.
+and then all chunks in one MGET, so it never sees chunks of two versions. Every call has short
+timeouts and at most one retry (which also reconnects a socket that died while the Lambda
+container was frozen). A failure opens a circuit breaker: for ``reset_window`` seconds L2 is
+skipped without waiting, then one call tries again.
 """
 
 from __future__ import annotations

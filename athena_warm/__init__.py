@@ -7,6 +7,7 @@ is imported until first use.
 
 from ._cache import Cache, clear_caches, configure, default_cache, get_mapping, invalidate
 from ._declare import REGISTRY, Mapping, Registry, load_config, load_declarations, unregister
+from ._memory import MemoryTier
 from ._view import MappingMeta, MappingView
 from .exceptions import (
     AthenaWarmError,
@@ -27,7 +28,6 @@ from .exceptions import (
     StaleLimitError,
     UnknownMappingError,
 )
-from ._memory import MemoryTier
 from .l2 import Generation, Lease, SharedTier, open_l2
 from .middleware import prewarm, register_snapstart, warm_mappings
 from .origin import AsyncOrigin, Column, Origin, QueryResult, open_origin

@@ -136,8 +136,8 @@ class Refresher:
                     "query_id": result.query_id, "generation": number,
                     "null_keys_skipped": built.null_keys_skipped,
                     "bytes_scanned": result.bytes_scanned})
-        return self.entry(decl, view, age=max(0.0, age), number=number, epoch=epoch, nbytes=built.nbytes,
-                          load_seconds=seconds)
+        return self.entry(decl, view, age=max(0.0, age), number=number, epoch=epoch,
+                          nbytes=built.nbytes, load_seconds=seconds)
 
     # -- the read path below L1 --------------------------------------------------------------------
 
