@@ -5,7 +5,8 @@ Keys (one hash tag per mapping, so one mapping lives in one cluster slot)::
     {ns}:{<name>}:gen                        hash: e = epoch (random, new when the counter is
                                              created), g = generation (HINCRBY on
                                              invalidation), hard = the lowest servable one
-    {ns}:{<name>}:<fingerprint>:ptr          "<version>:<chunks>:<created_ms>", switched last
+    {ns}:{<name>}:<fingerprint>:ptr          "<version>:<chunks>:<epoch>:<generation>:
+                                             <created_ms>", switched last
     {ns}:{<name>}:<fingerprint>:<version>:<i>  chunk i of that version
     {ns}:{<name>}:<fingerprint>:lease        "<token> <json>": the refresher (fenced)
     {ns}:{<name>}:<fingerprint>:fence        the fencing counter (INCR at each acquisition)
@@ -40,6 +41,7 @@ T = TypeVar("T")
 
 IAM_TOKEN_LIFETIME = 900.0  # seconds ElastiCache accepts a signed token
 IAM_TOKEN_RENEW_AFTER = 600.0  # renew well before it expires
+MAX_TTL_MS = 2**40  # about 35 years: longer expiries are clamped (Redis refuses huge ones)
 
 
 class CircuitBreaker:
@@ -283,7 +285,11 @@ class RedisL2:
                 raise
             if "WRONGTYPE" in str(exc):  # a key of the wrong type: damage, not an outage
                 _corrupt(mapping, f"{what}: a key holds the wrong Redis type")
-                self.breaker.success()
+                return default
+            if _is_refusal(exc):  # the server answered: no outage, keep using it
+                emit(logging.WARNING, "athena-warm L2 %s of %s was refused (%s: %s)", what,
+                     mapping, type(exc).__name__, exc,
+                     extra={"mapping": mapping, "event": "l2_error", "tier": "l2"})
                 return default
             self.breaker.failure()
             emit(logging.WARNING,
@@ -370,8 +376,9 @@ class RedisL2:
         version = secrets.token_hex(6)
         size = self.chunk_bytes
         chunks = [blob[i:i + size] for i in range(0, len(blob), size)] or [b""]
-        ttl_ms = max(1000, int(ttl * 1000))
-        ptr = Pointer(version, len(chunks), int(created_at * 1000))
+        ttl_ms = min(max(1000, int(ttl * 1000)), MAX_TTL_MS)
+        ptr = Pointer(version, len(chunks), generation.epoch, generation.number,
+                      int(created_at * 1000))
 
         def op(c: Any) -> WriteOutcome:
             pipe = c.pipeline(transaction=False)
@@ -412,9 +419,12 @@ class RedisL2:
         value = Lease(token=token, fence=0, at=at).encode()
 
         def op(c: Any) -> Lease | Literal[False]:
-            fence = c.eval(_ACQUIRE, 2, self.key(mapping, fingerprint, "lease"),
-                           self.key(mapping, fingerprint, "fence"), value,
-                           str(max(1, int(ttl * 1000))))
+            fence, removed = c.eval(_ACQUIRE, 2, self.key(mapping, fingerprint, "lease"),
+                                    self.key(mapping, fingerprint, "fence"), value,
+                                    str(min(max(1, int(ttl * 1000)), MAX_TTL_MS)))
+            if removed:
+                _corrupt(mapping, "a lease that was not a lease (another type, or no expiry); "
+                                  "removed")
             if not fence:
                 return False
             return Lease(token=token, fence=int(fence), at=at)
@@ -439,7 +449,7 @@ class RedisL2:
     def update(self, mapping: str, fingerprint: str, lease: Lease, *,
                ttl: float | None = None) -> bool:
         key = self.key(mapping, fingerprint, "lease")
-        px = "" if ttl is None else str(max(1, int(ttl * 1000)))
+        px = "" if ttl is None else str(min(max(1, int(ttl * 1000)), MAX_TTL_MS))
         return bool(self._run("lease update", mapping, lambda c: c.eval(
             _LEASE_UPDATE, 1, key, lease.token, lease.encode(), px), 0))
 
@@ -495,25 +505,27 @@ _SWITCH = _STRING + (
     "if ARGV[2] ~= '' then local l = str(KEYS[2]) "
     "holder = l and string.sub(l, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ' ' end "
     "local cur = str(KEYS[1]) "
-    "if not holder and cur then local c = tonumber(string.match(cur, ':(%d+)$')) "
-    "if c and tonumber(ARGV[3]) <= c then return 'fenced' end end "
+    "if not holder and cur then "
+    "local e, n, c = string.match(cur, '^[^:]*:[^:]*:([0-9a-f]+):(%d+):(%d+)$') "
+    "if e == ARGV[5] then n = tonumber(n) c = tonumber(c) local g = tonumber(ARGV[6]) "
+    "if n > g or (n == g and c >= tonumber(ARGV[3])) then return 'fenced' end end end "
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) "
     "return 'written:' .. (cur or '')"
 )
 # KEYS: lease, fence counter. ARGV: the value (with "fence":0), px. A lease that never expires
-# or is not a string is nobody's: removed. Returns the new fencing number, or false if held.
+# or is not a string is nobody's: removed. Returns {the new fencing number or 0 if held, removed}.
 _ACQUIRE = (
-    "local t = redis.call('TYPE', KEYS[1])['ok'] "
+    "local t = redis.call('TYPE', KEYS[1])['ok'] local removed = 0 "
     "if t ~= 'none' and (t ~= 'string' or redis.call('PTTL', KEYS[1]) == -1) then "
-    "redis.call('DEL', KEYS[1]) end "
-    "if not redis.call('SET', KEYS[1], 'x', 'NX', 'PX', ARGV[2]) then return false end "
+    "redis.call('DEL', KEYS[1]) removed = 1 end "
+    "if not redis.call('SET', KEYS[1], 'x', 'NX', 'PX', ARGV[2]) then return {0, removed} end "
     "local f = false if redis.call('TYPE', KEYS[2])['ok'] == 'string' then "
     "f = redis.call('GET', KEYS[2]) end "
     "if not (f and string.match(f, '^%d+$') and string.len(f) <= 15) then "
     "redis.call('SET', KEYS[2], '0') end "
     "local fence = redis.call('INCR', KEYS[2]) "
     "local value = string.gsub(ARGV[1], '\"fence\":0,', '\"fence\":' .. fence .. ',', 1) "
-    "redis.call('SET', KEYS[1], value, 'KEEPTTL') return fence"
+    "redis.call('SET', KEYS[1], value, 'KEEPTTL') return {fence, removed}"
 )
 # The lease value starts with "<token> ": compare it without parsing, then act.
 _LEASE_HELD = _STRING + "local v = str(KEYS[1]) " \
@@ -525,6 +537,16 @@ _LEASE_UPDATE = _LEASE_HELD + (
 _LEASE_RELEASE = _LEASE_HELD + "return redis.call('DEL', KEYS[1])"
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) " \
     "end return 0"
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """An error reply (a command refused), as opposed to a connection that failed."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, ResponseError) and not isinstance(
+        exc, (RedisConnectionError, RedisTimeoutError))
 
 
 def _is_redis_error(exc: BaseException) -> bool:

@@ -141,11 +141,13 @@ class MemoryTier:
             lease = self._lease_locked(mapping, fingerprint)
             holder = token is not None and lease is not None and lease.token == token
             created_ms = int(created_at * 1000)
-            if not holder and old is not None and created_ms <= old.created_ms:
+            if not holder and old is not None and \
+                    not old.older_than(generation.epoch, generation.number, created_ms):
                 return "fenced"
             version = secrets.token_hex(6)
             self._set(self.key(mapping, fingerprint, version, "0"), blob, ttl)
-            self._set(ptr_key, Pointer(version, 1, created_ms).encode(), ttl)
+            self._set(ptr_key, Pointer(version, 1, generation.epoch, generation.number,
+                                       created_ms).encode(), ttl)
             if old is not None:
                 for i in range(old.chunks):
                     k = self.key(mapping, fingerprint, old.version, str(i))

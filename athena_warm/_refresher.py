@@ -263,16 +263,23 @@ class Refresher:
         entry = self._from_result(decl, result, number=number, epoch=epoch,
                                   created_at=created_at, age=elapsed,
                                   seconds=rules.work_seconds(elapsed, budget=budget))
-        self._publish(decl, entry, gen, token=lease.token)
+        entry = self._publish(decl, entry, gen, token=lease.token)
         leases.release(decl, lease.token)
         return entry
 
     def _publish(self, decl: Mapping, entry: Entry, gen: Generation | None, *,
-                 token: str | None) -> bool:
+                 token: str | None) -> Entry:
+        """Publish ``entry``; the entry to serve. A late holder's copy is refused by the tier
+        when the fleet already has a newer one: then the newer one is served, not ours."""
         if self.shared is None or gen is None:
-            return False
-        return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
-                                   load_seconds=entry.load_seconds, token=token)
+            return entry
+        outcome = self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
+                                      load_seconds=entry.load_seconds, token=token)
+        if outcome == "fenced":
+            newer = self._from_shared(decl, gen, newer_than=entry.created_at)
+            if newer is not None:
+                return newer
+        return entry
 
     def _follow(self, decl: Mapping, gen: Generation | None, leases: Leases,
                 stale: Entry | None, *, deadline: float | None, too_old: bool) -> Entry:
@@ -330,7 +337,7 @@ class Refresher:
             emit(logging.INFO, "athena-warm: collected %s from handed-over query %s",
                  decl.name, held.query_id, extra={"mapping": decl.name, "event": "collect",
                                                   "query_id": held.query_id})
-            self._publish(decl, entry, gen, token=held.token)
+            entry = self._publish(decl, entry, gen, token=held.token)
         except Exception as exc:
             return self._failed(decl, leases, held, stale, exc, too_old=too_old)
         leases.release(decl, held.token)
@@ -427,7 +434,11 @@ class Refresher:
                                  created_at=created_at, age=elapsed, seconds=elapsed)
 
     def publish(self, decl: Mapping, entry: Entry, gen: Generation) -> bool:
-        return self._publish(decl, entry, gen, token=None)
+        """Publish without a lease (``invalidate --refresh``); whether it was stored."""
+        if self.shared is None:
+            return False
+        return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
+                                   load_seconds=entry.load_seconds, token=None) == "written"
 
 
 def _async_timeout(origin: Origin, default: float) -> float | None:

@@ -30,7 +30,7 @@ from ._codec import (
 )
 from ._events import emit
 from ._view import MappingView
-from .l2 import Generation, Lease, SharedTier
+from .l2 import Generation, Lease, SharedTier, WriteOutcome
 
 if TYPE_CHECKING:
     from ._declare import Mapping
@@ -140,10 +140,11 @@ class SharedCopies:
         return self.wall_clock() - header.created_at < decl.ttl + decl.max_stale
 
     def publish(self, decl: Mapping, view: MappingView, *, gen: Generation, created_at: float,
-                load_seconds: float, token: str | None) -> bool:
-        """Publish ``view`` as generation ``gen``; whether it was. Fenced on the server: refused
-        when the generation moved on, or when ``token`` no longer holds the lease and the stored
-        copy is as new. Never raises: a copy that cannot be encoded or stored is logged."""
+                load_seconds: float, token: str | None) -> WriteOutcome | None:
+        """Publish ``view`` as generation ``gen``; what came of it (None: not stored). Fenced
+        on the server: refused when the generation moved on, or when ``token`` no longer holds
+        the lease and the stored copy is as new. Never raises: a copy that cannot be encoded or
+        stored is logged."""
         name = decl.name
         meta = view.meta
         try:
@@ -162,7 +163,7 @@ class SharedCopies:
                  "from this container's memory, and other containers load it themselves",
                  name, type(exc).__name__, exc,
                  extra={"mapping": name, "event": "publish_failed", "tier": "l2"})
-            return False
+            return None
         with self.span("## athena-warm L2 write"):
             outcome = self._safe("write", name, lambda: self.tier.write(
                 name, decl.fingerprint, blob, ttl=decl.ttl + decl.max_stale,
@@ -181,7 +182,7 @@ class SharedCopies:
         elif outcome == "invalidated":
             emit(logging.INFO, "athena-warm: not publishing %s: invalidated during the load",
                  name, extra={"mapping": name, "event": "publish_skipped"})
-        return outcome == "written"
+        return outcome
 
     # -- leases ------------------------------------------------------------------------------------
 

@@ -113,29 +113,39 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Pointer:
-    """Where the current copy's chunks are: ``version``, ``chunks`` and the copy's
-    ``created_ms`` (the time its data was read, used to refuse an older copy over a newer)."""
+    """Where the current copy's chunks are (``version``, ``chunks``), and what orders it against
+    another copy: its generation (``epoch``, ``number``) and ``created_ms``, when its data was
+    read. A copy is newer than the stored one if the stored one is of a dead epoch, or if its
+    (number, created_ms) is greater."""
 
     version: str
     chunks: int
+    epoch: str
+    number: int
     created_ms: int
 
     def encode(self) -> str:
-        return f"{self.version}:{self.chunks}:{self.created_ms}"
+        return f"{self.version}:{self.chunks}:{self.epoch}:{self.number}:{self.created_ms}"
 
     @classmethod
     def decode(cls, raw: object) -> Pointer | None:
         text = _text(raw)
-        if text is None or len(text) > 80:
+        if text is None or len(text) > 120:
             return None
         parts = text.split(":")
-        if len(parts) != 3 or not _VERSION_RE.fullmatch(parts[0]) or \
-                not all(_DIGITS_RE.fullmatch(p) for p in parts[1:]):
+        if len(parts) != 5 or not _VERSION_RE.fullmatch(parts[0]) or \
+                not _EPOCH_RE.fullmatch(parts[2]) or \
+                not all(_DIGITS_RE.fullmatch(p) for p in (parts[1], parts[3], parts[4])):
             return None
         chunks = int(parts[1])
         if not 1 <= chunks <= MAX_CHUNKS:
             return None
-        return cls(parts[0], chunks, int(parts[2]))
+        return cls(parts[0], chunks, parts[2], int(parts[3]), int(parts[4]))
+
+    def older_than(self, epoch: str, number: int, created_ms: int) -> bool:
+        """Whether a copy made at (epoch, number, created_ms) may replace this one without the
+        lease: ``epoch`` is the live one (the caller checked), so a copy of another is dead."""
+        return self.epoch != epoch or (self.number, self.created_ms) < (number, created_ms)
 
 
 def _text(raw: object) -> str | None:

@@ -196,6 +196,17 @@ def redis_server(request: pytest.FixtureRequest,
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def servers_by_kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    """One more server per installed kind, for fixtures that choose the kind themselves
+    (parametrized over ["memory", *SERVERS])."""
+    started = {kind: Server(binary, tmp_path_factory.mktemp(f"{kind}-by-kind"))
+               for kind, binary in sorted(SERVERS.items())}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
 @pytest.fixture
 def redis_url(redis_server: Server) -> str:
     """The shared server, emptied for this test."""

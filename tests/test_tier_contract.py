@@ -5,7 +5,7 @@ publishes, leases with fencing numbers, fail-open, and damaged values read as mi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from athena_warm.adapters.redis import RedisL2
 from athena_warm import L2Error, MemoryTier
 from athena_warm.l2 import Generation, Lease
 from tests.conftest import SERVERS, FakeClock
-from tests.servers import Server, free_port
+from tests.servers import free_port
 
 FP = "f" * 16
 
@@ -33,16 +33,6 @@ class Handle:
         return str(self.tier.key(mapping, *parts))
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    started: dict[str, Server] = {}
-    for kind, binary in sorted(SERVERS.items()):
-        started[kind] = Server(binary, tmp_path_factory.mktemp(f"contract-{kind}"))
-    yield started
-    for server in started.values():
-        server.stop()
-
-
 @pytest.fixture(params=["memory", *sorted(SERVERS)])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Handle:
     if request.param == "memory":
@@ -57,7 +47,7 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Handle:
         return Handle(tier, lambda k, v: tier.set_raw(k, v),
                       lambda k, v: tier.set_raw(k, dict(v)), tier.flush, clock.advance,
                       mem_down)
-    server = request.getfixturevalue("servers")[request.param]
+    server = request.getfixturevalue("servers_by_kind")[request.param]
     admin = server.client()
     admin.flushall()
     redis_tier = RedisL2(server.url)
@@ -152,6 +142,16 @@ def test_a_late_holder_never_overwrites_a_newer_copy(h: Handle) -> None:
     assert write(h, b"holder", created_at=50.0, gen=gen, token=holder.token) == "written"
 
 
+def test_a_newer_generation_beats_a_later_copy_of_an_older_one(h: Handle) -> None:
+    gen, _ = gen_of(h)
+    assert write(h, b"g0", created_at=500.0, gen=gen) == "written"
+    # invalidate --refresh: generation + 1, even if its clock is behind
+    assert write(h, b"g1", created_at=400.0, gen=Generation(gen.epoch, gen.number + 1)) == \
+        "written"
+    assert write(h, b"g0 again", created_at=600.0, gen=gen) == "fenced"
+    assert h.tier.read("m", FP) == b"g1"
+
+
 def test_a_publish_overtaken_by_an_invalidation_is_refused(h: Handle) -> None:
     gen, _ = gen_of(h)
     h.tier.bump("m")
@@ -163,8 +163,12 @@ def test_a_publish_overtaken_by_an_invalidation_is_refused(h: Handle) -> None:
     assert write(h, b"z", created_at=2.0, gen=Generation(now.epoch, now.number + 1)) == "written"
 
 
-@pytest.mark.parametrize("pointer", [b"garbage", b"\xff\xfe\xfd", b"abc:999999999:1",
-                                     b"abc:0:1", b"abc:1", b"a:b:c"])
+E = b"0123456789abcdef"
+
+
+@pytest.mark.parametrize("pointer", [b"garbage", b"\xff\xfe\xfd", b"abc:999999999:" + E + b":0:1",
+                                     b"abc:0:" + E + b":0:1", b"abc:1:" + E + b":0",
+                                     b"abc:1:nothex:0:1", b"a:b:c:d:e", b"abc:1:1"])
 def test_a_malformed_pointer_is_a_miss(h: Handle, pointer: bytes) -> None:
     h.raw_set(h.key("m", FP, "ptr"), pointer)
     assert h.tier.read("m", FP) is None
