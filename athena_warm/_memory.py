@@ -52,7 +52,7 @@ class MemoryTier:
         with self._lock:
             self._set(key, value, ttl)
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         with self._lock:
             return [k for k in list(self._kv) if self._get(k) is not None]
 

@@ -47,8 +47,12 @@ def copy_matches(epoch: str, number: int, current: Generation) -> bool:
 
 
 def below_floor(epoch: str, number: int, current: Generation) -> bool:
-    """A copy that a hard invalidation put out of service (not even served as stale)."""
-    return epoch == current.epoch and number < current.floor
+    """A copy that a hard invalidation put out of service (not even served as stale). A copy
+    of another epoch (made before the counter was lost, or without L2) cannot show it is not
+    older than the floor, so when there is a floor it is out too."""
+    if epoch != current.epoch:
+        return current.floor > 0
+    return number < current.floor
 
 
 def next_look(now: float, expires_at: float, *, shared: bool, check_interval: float) -> float:
