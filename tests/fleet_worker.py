@@ -88,7 +88,7 @@ def main() -> None:
         try:
             m = cache.get("customers", remaining=opts.get("remaining"))
             results.append({"tier": m.meta.tier, "rows": len(m), "generation": m.meta.generation,
-                            "seconds": time.perf_counter() - start})
+                            "seconds": time.perf_counter() - start, "done_at": time.time()})
         except Exception as exc:
             results.append({"error": f"{type(exc).__name__}: {exc}",
                             "seconds": time.perf_counter() - start})
