@@ -37,8 +37,8 @@ from ._config import (
 from ._declare import REGISTRY, Mapping, Registry, load_declarations
 from ._events import emit
 from ._l1 import L1, Entry
-from ._memory import MemoryTier
-from ._refresher import LocalLeases, Refresher
+from ._memory import LocalLeases, MemoryTier
+from ._refresher import Refresher
 from ._shared import SharedCopies
 from ._view import MappingMeta, MappingView
 from .exceptions import L2Error, UnknownMappingError

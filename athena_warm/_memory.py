@@ -13,10 +13,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import L2Error
 from .l2 import Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
+
+if TYPE_CHECKING:
+    from ._declare import Mapping
 
 _NEVER = float("inf")
 
@@ -220,3 +223,23 @@ class MemoryTier:
             if self._lease_locked(mapping, fingerprint) is None:
                 return None
             return self._kv[self.key(mapping, fingerprint, "lease")][1] - self.clock()
+
+
+class LocalLeases:
+    """The in-process leases (no L2, or L2 unreachable), on a private MemoryTier."""
+
+    def __init__(self, tier: MemoryTier) -> None:
+        self.tier = tier
+
+    def acquire(self, decl: Mapping, token: str, *, ttl: float,
+                at: float) -> Lease | Literal[False] | None:
+        return self.tier.acquire(decl.name, decl.fingerprint, token, ttl=ttl, at=at)
+
+    def info(self, decl: Mapping) -> Lease | None:
+        return self.tier.info(decl.name, decl.fingerprint)
+
+    def update(self, decl: Mapping, lease: Lease, *, ttl: float | None = None) -> bool:
+        return self.tier.update(decl.name, decl.fingerprint, lease, ttl=ttl)
+
+    def release(self, decl: Mapping, token: str) -> bool:
+        return self.tier.release(decl.name, decl.fingerprint, token)

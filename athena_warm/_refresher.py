@@ -18,12 +18,13 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from . import _rules as rules
 from ._build import build
 from ._events import emit
 from ._l1 import Entry
+from ._memory import LocalLeases
 from ._shared import SharedCopies, nbytes_of
 from ._view import MappingMeta
 from .exceptions import AthenaWarmError, DeadlineError, RefreshError, StaleLimitError
@@ -32,27 +33,6 @@ from .origin import AsyncOrigin, Origin, QueryResult
 
 if TYPE_CHECKING:
     from ._declare import Mapping
-    from ._memory import MemoryTier
-
-
-class LocalLeases:
-    """The in-process leases (no L2, or L2 unreachable), on a private MemoryTier."""
-
-    def __init__(self, tier: MemoryTier) -> None:
-        self.tier = tier
-
-    def acquire(self, decl: Mapping, token: str, *, ttl: float,
-                at: float) -> Lease | Literal[False] | None:
-        return self.tier.acquire(decl.name, decl.fingerprint, token, ttl=ttl, at=at)
-
-    def info(self, decl: Mapping) -> Lease | None:
-        return self.tier.info(decl.name, decl.fingerprint)
-
-    def update(self, decl: Mapping, lease: Lease, *, ttl: float | None = None) -> bool:
-        return self.tier.update(decl.name, decl.fingerprint, lease, ttl=ttl)
-
-    def release(self, decl: Mapping, token: str) -> bool:
-        return self.tier.release(decl.name, decl.fingerprint, token)
 
 
 Leases = LocalLeases | SharedCopies

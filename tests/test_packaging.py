@@ -41,6 +41,9 @@ def test_wheel_contents(tmp_path: Path) -> None:
     for expected in ["athena_warm/__init__.py", "athena_warm/py.typed", "athena_warm/cli.py",
                      "athena_warm/adapters/__init__.py", "athena_warm/adapters/athena.py",
                      "athena_warm/adapters/duckdb.py", "athena_warm/adapters/redis.py",
+                     "athena_warm/adapters/_redis_scripts.py",
+                     "athena_warm/adapters/_elasticache_iam.py", "athena_warm/_refresher.py",
+                     "athena_warm/_shared.py", "athena_warm/_rules.py", "athena_warm/_memory.py",
                      "athena_warm/middleware.py", "athena_warm/local.py",
                      "athena_warm/examples/customer_lookup.py",
                      "athena_warm/examples/counter.py"]:
