@@ -228,15 +228,16 @@ class RedisL2:
                 _corrupt(mapping, f"{what}: a key holds the wrong Redis type")
                 return default
             if _is_refusal(exc):  # the server answered: no outage, keep using it
-                emit(logging.WARNING, "athena-warm L2 %s of %s was refused (%s: %s)", what,
+                emit(logging.WARNING, "l2_error",
+                     "athena-warm L2 %s of %s was refused (%s: %s)", what,
                      mapping, type(exc).__name__, exc,
-                     extra={"mapping": mapping, "event": "l2_error", "tier": "l2"})
+                     extra={"mapping": mapping, "tier": "l2"})
                 return default
             self.breaker.failure()
-            emit(logging.WARNING,
+            emit(logging.WARNING, "l2_error",
                 "athena-warm L2 %s of %s failed (%s: %s); serving from L1/origin, and skipping "
                 "L2 for %.0f s", what, mapping, type(exc).__name__, exc, self.reset_window,
-                extra={"mapping": mapping, "event": "l2_error", "tier": "l2"},
+                extra={"mapping": mapping, "tier": "l2"},
             )
             return default
         self.breaker.success()
@@ -405,10 +406,10 @@ def _text(raw: Any) -> str:
 
 
 def _corrupt(mapping: str, reason: str) -> None:
-    emit(logging.WARNING,
+    emit(logging.WARNING, "l2_corrupt",
          "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
          "load replaces it", mapping, reason,
-         extra={"mapping": mapping, "event": "l2_corrupt", "reason": reason})
+         extra={"mapping": mapping, "reason": reason})
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -180,9 +180,9 @@ class Cache:
         """The kill switch (ATHENA_WARM_DISABLED): straight from the origin, nothing cached
         beyond this invocation."""
         decl = self.declaration(name)
-        emit(logging.WARNING,
+        emit(logging.WARNING, "disabled",
             "athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
-                    name, extra={"mapping": name, "event": "disabled"})
+                    name, extra={"mapping": name})
         view = self.refresher.query_now(decl, number=0, epoch="").view
         if self._scope_depth:
             self.pinned[name] = view
@@ -219,8 +219,9 @@ class Cache:
             entry.expires_at += shift
             entry.stale_until += shift
             entry.fresh_until = now  # look again (and check the generation) on first use
-        emit(logging.INFO, "athena-warm: restored from a snapshot; %d copies kept", len(self.l1),
-                 extra={"event": "restore"})
+        emit(logging.INFO, "restore",
+             "athena-warm: restored from a snapshot; %d copies kept", len(self.l1),
+                 extra={})
 
     def refresh(self, name: str, *, remaining: float | None = None) -> MappingView:
         """Query the origin now (as the lease holder), publish the new copy to L2, hold it in
@@ -280,9 +281,9 @@ class Cache:
         self.pinned.pop(name, None)
         self.l1.discard(name)
         number = gen.number if gen is not None else None
-        emit(logging.INFO, "athena-warm: invalidated %s (%s)", name,
+        emit(logging.INFO, "invalidate", "athena-warm: invalidated %s (%s)", name,
              f"generation {number}" if gen is not None else "this process only: no L2",
-             extra={"mapping": name, "event": "invalidate", "generation": number})
+             extra={"mapping": name, "generation": number})
         return number
 
     def switch(self, name: str, *, hard: bool = False) -> tuple[MappingView, int]:
@@ -308,10 +309,10 @@ class Cache:
         gen = self.shared.bump(name, hard=hard)
         self.pinned.pop(name, None)
         self.l1.put(decl.l1_key, entry)
-        emit(logging.INFO,
+        emit(logging.INFO, "invalidate",
              "athena-warm: switched %s to generation %d (%d rows, published before the bump)",
              name, gen.number, entry.view.meta.rows,
-             extra={"mapping": name, "event": "invalidate", "generation": gen.number,
+             extra={"mapping": name, "generation": gen.number,
                     "refresh": True, "hard": hard})
         return entry.view, gen.number
 

@@ -9,15 +9,43 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger("athena_warm")
+
+EventName = Literal[
+    "collect",
+    "disabled",
+    "generation_new",
+    "handover",
+    "invalidate",
+    "invalidated",
+    "l1_evict",
+    "l1_over_budget",
+    "l2_corrupt",
+    "l2_error",
+    "load",
+    "load_dropped",
+    "prewarm",
+    "prewarm_failed",
+    "publish",
+    "publish_failed",
+    "publish_fenced",
+    "publish_skipped",
+    "refresh_deferred",
+    "refresh_failed",
+    "restore",
+    "stale_served",
+    "unavailable",
+]
 
 Listener = Callable[[dict[str, Any]], None]
 listeners: list[Listener] = []
 
 
-def emit(level: int, msg: str, *args: Any, extra: dict[str, Any]) -> None:
+def emit(level: int, event: EventName, msg: str, *args: Any, extra: dict[str, Any]) -> None:
+    """Log ``msg`` with ``extra`` and ``event`` as structured fields, and tell the listeners."""
+    extra = {**extra, "event": event}
     if log.isEnabledFor(level):
         log.log(level, msg, *args, extra=extra, stacklevel=2)
     for listener in listeners:

@@ -113,8 +113,9 @@ class L1:
             with self._lock:
                 overtaken = started != (self._dropped.get(key[0], 0), self._cleared)
             if overtaken:
-                emit(logging.INFO, "athena-warm: not keeping the copy of %s loaded across an "
-                     "invalidation", key[0], extra={"mapping": key[0], "event": "load_dropped"})
+                emit(logging.INFO, "load_dropped",
+                     "athena-warm: not keeping the copy of %s loaded across an "
+                     "invalidation", key[0], extra={"mapping": key[0]})
             else:
                 self.put(key, entry)
             return entry
@@ -142,16 +143,17 @@ class L1:
             )
             gone = self._entries.pop(victim)
             self._bytes -= gone.nbytes
-            emit(logging.INFO, "athena-warm L1 evicted %s (%d bytes) to stay under %d bytes",
+            emit(logging.INFO, "l1_evict",
+                 "athena-warm L1 evicted %s (%d bytes) to stay under %d bytes",
                 victim[0], gone.nbytes, self.max_bytes,
-                extra={"mapping": victim[0], "nbytes": gone.nbytes, "event": "l1_evict"},
+                extra={"mapping": victim[0], "nbytes": gone.nbytes},
             )
         if self._bytes > self.max_bytes:
-            emit(logging.WARNING,
+            emit(logging.WARNING, "l1_over_budget",
                 "athena-warm L1: mapping %s alone (%d bytes) exceeds the L1 bound of %d bytes; "
                 "kept anyway. Raise ATHENA_WARM_L1_MAX_BYTES or give the function more memory.",
                 keep[0], self._bytes, self.max_bytes,
-                extra={"mapping": keep[0], "event": "l1_over_budget"},
+                extra={"mapping": keep[0]},
             )
 
     def discard(self, name: str) -> int:

@@ -109,9 +109,9 @@ class Refresher:
             loaded_at=created_at, rows=len(view), fingerprint=decl.fingerprint,
             null_keys_skipped=built.null_keys_skipped, nbytes=built.nbytes,
             query_id=result.query_id)
-        emit(logging.INFO, "athena-warm: loaded %s from %s: %d rows in %.0f ms", decl.name,
+        emit(logging.INFO, "load", "athena-warm: loaded %s from %s: %d rows in %.0f ms", decl.name,
              self.origin().name, len(view), seconds * 1000,
-             extra={"mapping": decl.name, "event": "load", "tier": "origin", "rows": len(view),
+             extra={"mapping": decl.name, "tier": "origin", "rows": len(view),
                     "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
                     "query_id": result.query_id, "generation": number,
                     "null_keys_skipped": built.null_keys_skipped,
@@ -137,11 +137,10 @@ class Refresher:
         if cur is not None and not current:
             assert gen is not None
             hard = rules.below_floor(cur.epoch, cur.generation, gen)
-            emit(logging.INFO,
+            emit(logging.INFO, "invalidated",
                  "athena-warm: %s was invalidated%s (generation %d -> %d); refreshing",
                  decl.name, " hard" if hard else "", cur.generation, gen.number,
-                 extra={"mapping": decl.name, "event": "invalidated",
-                        "generation": gen.number, "hard": hard})
+                 extra={"mapping": decl.name, "generation": gen.number, "hard": hard})
             # Stale from now on, served while one container refreshes; after a hard
             # invalidation, not served at all.
             cur = None if hard else dataclasses.replace(cur, expires_at=now)
@@ -160,7 +159,7 @@ class Refresher:
         return self._refresh(decl, gen, stale, deadline=deadline, too_old=too_old, force=force)
 
     def _refresh(self, decl: Mapping, gen: Generation | None, stale: Entry | None, *,
-                 deadline: float | None, too_old: bool, force: bool) -> Entry:
+                 deadline: float | None, too_old: bool, force: bool, tries: int = 0) -> Entry:
         leases: Leases = self.shared if gen is not None and self.shared is not None \
             else self.local
         lease: Lease | None = None
@@ -191,7 +190,8 @@ class Refresher:
             raise
         if deferred is not None:  # handed over or deferred: not a failure
             return self._stale_or_deadline(decl, stale, deadline, deferred.query_id)
-        return self._follow(decl, gen, leases, stale, deadline=deadline, too_old=too_old)
+        return self._follow(decl, gen, leases, stale, deadline=deadline, too_old=too_old,
+                            tries=tries)
 
     def _as_holder(self, decl: Mapping, origin: Origin, gen: Generation | None,
                    stale: Entry | None, leases: Leases, lease: Lease, *,
@@ -219,11 +219,10 @@ class Refresher:
                     max_wait = max(0.0, deadline - self.clock() - rules.DEADLINE_MARGIN)
                 execution = origin.wait(query_id, max_wait=max_wait)
                 if execution is None:
-                    emit(logging.WARNING,
+                    emit(logging.WARNING, "handover",
                          "athena-warm: refresh of %s handed over: query %s still runs at this "
                          "invocation's deadline; a later invocation collects it", decl.name,
-                         query_id, extra={"mapping": decl.name, "event": "handover",
-                                          "query_id": query_id})
+                         query_id, extra={"mapping": decl.name, "query_id": query_id})
                     return Deferred(query_id)
                 result = origin.fetch(query_id, execution)
             else:
@@ -231,10 +230,10 @@ class Refresher:
                 left = None if deadline is None else \
                     deadline - self.clock() - rules.DEADLINE_MARGIN
                 if rules.should_defer(left, expected):
-                    emit(logging.INFO,
+                    emit(logging.INFO, "refresh_deferred",
                          "athena-warm: not refreshing %s now: the last load took %.1f s, more "
                          "than this invocation has left", decl.name, expected,
-                         extra={"mapping": decl.name, "event": "refresh_deferred"})
+                         extra={"mapping": decl.name})
                     leases.release(decl, lease.token)
                     return Deferred(None)
                 result = origin.query(decl.sql, decl.params, database=decl.database,
@@ -262,7 +261,8 @@ class Refresher:
         return entry
 
     def _follow(self, decl: Mapping, gen: Generation | None, leases: Leases,
-                stale: Entry | None, *, deadline: float | None, too_old: bool) -> Entry:
+                stale: Entry | None, *, deadline: float | None, too_old: bool,
+                tries: int = 0) -> Entry:
         """Someone else holds the lease: use its failure, collect its handed-over query, serve
         the stale copy, or wait for the holder's copy (looking every 20-50 ms)."""
         held = leases.info(decl)
@@ -279,8 +279,9 @@ class Refresher:
             if stale is not None:
                 return self._serve_stale(decl, stale, "another container is refreshing it")
             if held is None:  # the holder finished without publishing, or died: our turn
-                return self._refresh(decl, gen, None, deadline=deadline, too_old=too_old,
-                                     force=False)
+                # (a tier that keeps refusing the lease yet shows none: this process's lease)
+                return self._refresh(decl, gen if tries < 3 else None, None, deadline=deadline,
+                                     too_old=too_old, force=False, tries=tries + 1)
             now = self.clock()
             if now >= limit:
                 raise DeadlineError(
@@ -314,9 +315,8 @@ class Refresher:
                                       epoch=gen.epoch if gen else "", created_at=held.at,
                                       age=self.wall_clock() - held.at,
                                       seconds=self.clock() - start)
-            emit(logging.INFO, "athena-warm: collected %s from handed-over query %s",
-                 decl.name, held.query_id, extra={"mapping": decl.name, "event": "collect",
-                                                  "query_id": held.query_id})
+            emit(logging.INFO, "collect", "athena-warm: collected %s from handed-over query %s",
+                 decl.name, held.query_id, extra={"mapping": decl.name, "query_id": held.query_id})
             entry = self._publish(decl, entry, gen, token=held.token)
         except Exception as exc:
             return self._failed(decl, leases, held, stale, exc, too_old=too_old)
@@ -337,9 +337,10 @@ class Refresher:
                                          failed_type=type(exc).__name__)
             if not leases.update(decl, marker, ttl=self.retry_interval):
                 leases.release(decl, lease.token)
-        emit(logging.ERROR, "athena-warm: refreshing %s failed: %s", decl.name, what,
-             extra={"mapping": decl.name, "event": "refresh_failed",
-                    "error": type(exc).__name__, "query_id": getattr(exc, "query_id", None)})
+        emit(logging.ERROR, "refresh_failed",
+             "athena-warm: refreshing %s failed: %s", decl.name, what,
+             extra={"mapping": decl.name, "error": type(exc).__name__,
+                    "query_id": getattr(exc, "query_id", None)})
         if stale is not None and rules.may_serve_stale(self.clock(), stale.stale_until):
             return self._serve_stale(decl, stale, "refresh failed", error=exc)
         if too_old:
@@ -370,10 +371,10 @@ class Refresher:
                      error: BaseException | None = None, decay: bool = False) -> Entry:
         now = self.clock()
         age = self.wall_clock() - stale.created_at
-        emit(logging.ERROR if error is not None else logging.INFO,
+        emit(logging.ERROR if error is not None else logging.INFO, "stale_served",
              "athena-warm: serving a stale copy of %s (%.0f s old; ttl %g s, max_stale %g s): "
              "%s", decl.name, age, decl.ttl, decl.max_stale, why if error is None else error,
-             extra={"mapping": decl.name, "event": "stale_served", "age_s": round(age, 1),
+             extra={"mapping": decl.name, "age_s": round(age, 1),
                     "error": None if error is None else str(error)})
         return dataclasses.replace(
             stale, fresh_until=min(stale.stale_until, now + self.retry_interval),

@@ -62,10 +62,10 @@ class SharedCopies:
         try:
             return fn()
         except Exception as exc:  # a tier's bug or a value it could not parse: a miss
-            emit(logging.WARNING,
+            emit(logging.WARNING, "l2_error",
                  "athena-warm L2 %s of %s failed (%s: %s); treating it as a miss", what,
                  mapping, type(exc).__name__, exc,
-                 extra={"mapping": mapping, "event": "l2_error", "tier": "l2"})
+                 extra={"mapping": mapping, "tier": "l2"})
             return default
 
     # -- generation ------------------------------------------------------------------------------
@@ -79,9 +79,10 @@ class SharedCopies:
             _corrupt(mapping, "the generation counter was malformed; it was reset with a new "
                               "epoch, so every container reloads")
         elif how == "new":
-            emit(logging.INFO, "athena-warm: started generation epoch %s for %s (first use, or "
+            emit(logging.INFO, "generation_new",
+                 "athena-warm: started generation epoch %s for %s (first use, or "
                  "the counter was lost: older copies are not served as current)", gen.epoch,
-                 mapping, extra={"mapping": mapping, "event": "generation_new"})
+                 mapping, extra={"mapping": mapping})
         return gen
 
     def bump(self, mapping: str, *, hard: bool = False) -> Generation:
@@ -124,10 +125,10 @@ class SharedCopies:
             return None
         age = max(0.0, self.wall_clock() - header.created_at)
         ms = (time.perf_counter() - start) * 1000
-        emit(logging.INFO,
+        emit(logging.INFO, "load",
              "athena-warm: loaded %s from L2: %d rows, %d bytes, %.0f s old, in %.1f ms",
              name, header.rows, len(blob), age, ms,
-             extra={"mapping": name, "event": "load", "tier": "l2", "rows": header.rows,
+             extra={"mapping": name, "tier": "l2", "rows": header.rows,
                     "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
                     "generation": header.generation})
         return SharedCopy(view, header, extras, len(blob), age)
@@ -158,11 +159,11 @@ class SharedCopies:
                 signing_key=self.signing_key,
             )
         except Exception as exc:
-            emit(logging.ERROR,
+            emit(logging.ERROR, "publish_failed",
                  "athena-warm: %s was loaded but cannot be stored in L2 (%s: %s); it is served "
                  "from this container's memory, and other containers load it themselves",
                  name, type(exc).__name__, exc,
-                 extra={"mapping": name, "event": "publish_failed", "tier": "l2"})
+                 extra={"mapping": name, "tier": "l2"})
             return None
         with self.span("## athena-warm L2 write"):
             outcome = self._safe("write", name, lambda: self.tier.write(
@@ -170,18 +171,20 @@ class SharedCopies:
                 created_at=created_at, generation=Generation(gen.epoch, meta.generation,
                                                              gen.floor), token=token), None)
         if outcome == "written":
-            emit(logging.INFO, "athena-warm: published %s to L2: %d rows, %d bytes, generation "
+            emit(logging.INFO, "publish",
+                 "athena-warm: published %s to L2: %d rows, %d bytes, generation "
                  "%d", name, meta.rows, len(blob), meta.generation,
-                 extra={"mapping": name, "event": "publish", "tier": "l2", "rows": meta.rows,
+                 extra={"mapping": name, "tier": "l2", "rows": meta.rows,
                         "bytes": len(blob), "generation": meta.generation})
         elif outcome == "fenced":
-            emit(logging.WARNING,
+            emit(logging.WARNING, "publish_fenced",
                  "athena-warm: not publishing %s: this refresh lost its lease (frozen or slow) "
                  "and L2 already holds a copy as new; the late copy is dropped", name,
-                 extra={"mapping": name, "event": "publish_fenced"})
+                 extra={"mapping": name})
         elif outcome == "invalidated":
-            emit(logging.INFO, "athena-warm: not publishing %s: invalidated during the load",
-                 name, extra={"mapping": name, "event": "publish_skipped"})
+            emit(logging.INFO, "publish_skipped",
+                 "athena-warm: not publishing %s: invalidated during the load",
+                 name, extra={"mapping": name})
         return outcome
 
     # -- leases ------------------------------------------------------------------------------------
@@ -242,10 +245,10 @@ class SharedCopies:
 
 
 def _corrupt(mapping: str, reason: str) -> None:
-    emit(logging.WARNING,
+    emit(logging.WARNING, "l2_corrupt",
          "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
          "load replaces it", mapping, reason,
-         extra={"mapping": mapping, "event": "l2_corrupt", "reason": reason})
+         extra={"mapping": mapping, "reason": reason})
 
 
 def _check_extras(extras: Any) -> str | None:

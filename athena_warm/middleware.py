@@ -186,9 +186,9 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
             required: list[str], optional: list[str], collector: InvocationMetrics) -> Any:
     cache.disabled = truthy(os.environ.get("ATHENA_WARM_DISABLED"))
     if cache.disabled:
-        emit(logging.WARNING,
+        emit(logging.WARNING, "disabled",
             "athena-warm is disabled by ATHENA_WARM_DISABLED: every mapping is queried "
-                    "from the origin in this invocation", extra={"event": "disabled"})
+                    "from the origin in this invocation", extra={})
     remaining = None
     get_remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(get_remaining):
@@ -207,10 +207,10 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
                             f"required mapping {name!r} is not available, so the handler did not "
                             f"run: {exc}", mapping=name,
                         ) from exc
-                    emit(logging.WARNING,
+                    emit(logging.WARNING, "unavailable",
                         "athena-warm: optional mapping %s is not available: %s; the "
                                 "handler runs and its get_mapping(%r) raises this", name, exc,
-                                name, extra={"mapping": name, "event": "unavailable"})
+                                name, extra={"mapping": name})
                     cache.problems[name] = exc
                     continue
                 collector.served(name, view, cache.wall_clock())
@@ -249,11 +249,12 @@ def prewarm(*mappings: MappingRef, budget: str | float | None = None,
             out[name] = view.meta.tier
         except Exception as exc:
             out[name] = f"failed: {type(exc).__name__}: {exc}"
-            emit(logging.WARNING,
+            emit(logging.WARNING, "prewarm_failed",
                 "athena-warm: prewarm of %s did not complete (%s); the first invocation "
-                        "loads it", name, exc, extra={"mapping": name, "event": "prewarm_failed"})
-    emit(logging.INFO, "athena-warm: prewarm %s in %.0f ms", out, (time.monotonic() - start) * 1000,
-             extra={"event": "prewarm"})
+                        "loads it", name, exc, extra={"mapping": name})
+    emit(logging.INFO, "prewarm",
+         "athena-warm: prewarm %s in %.0f ms", out, (time.monotonic() - start) * 1000,
+             extra={})
     return out
 
 
