@@ -16,7 +16,8 @@ class MappingMeta:
     """Where a mapping came from and what it holds.
 
     ``tier`` is the tier that served the latest ``get_mapping()`` of this copy (``l1`` once it is
-    held in memory); ``source`` is where this copy was loaded from. ``loaded_at`` is epoch
+    held in memory); ``source`` is where this copy was loaded from. ``loaded_at`` is when
+    its data was read (the start of the query that produced it), in epoch
     seconds. ``nbytes`` is an estimate of the memory the copy uses.
     """
 
