@@ -34,7 +34,16 @@ from urllib.parse import urlparse
 from .._config import parse_bytes, resolve, resolve_flag, resolve_seconds
 from .._events import emit
 from ..exceptions import ConfigurationError, L2Error
-from ..l2 import Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
+from ..l2 import (
+    MAX_CHUNKS,
+    MIN_CHUNK_BYTES,
+    Generation,
+    Lease,
+    Pointer,
+    WriteOutcome,
+    new_epoch,
+    parse_generation,
+)
 from ._elasticache_iam import ElastiCacheIAMProvider
 from ._redis_scripts import (
     _ACQUIRE,
@@ -143,6 +152,10 @@ class RedisL2:
         self.reset_window = resolve_seconds(reset_window, "L2_RESET_WINDOW", 30.0)
         self.chunk_bytes = (parse_bytes(chunk_bytes) if chunk_bytes is not None else
                             resolve(None, "L2_CHUNK_BYTES", 1 << 20, parse_bytes))
+        if self.chunk_bytes < MIN_CHUNK_BYTES:
+            raise ConfigurationError(
+                f"ATHENA_WARM_L2_CHUNK_BYTES={self.chunk_bytes}: chunks must be at least "
+                f"{MIN_CHUNK_BYTES} bytes (readers bound the chunk count by it)")
         self.grace = grace
         self.breaker = CircuitBreaker(self.reset_window, clock)
         self._client = client
@@ -285,17 +298,25 @@ class RedisL2:
             _corrupt(mapping, f"malformed pointer {bytes(raw)[:40]!r}")
         return ptr
 
-    def read(self, mapping: str, fingerprint: str) -> bytes | None:
+    def read(self, mapping: str, fingerprint: str, *,
+             max_chunks: int = MAX_CHUNKS) -> bytes | None:
         def op(c: Any) -> bytes | None:
+            missing = 0
             for _ in range(2):  # the pointer may switch between the two reads: try once more
                 ptr = self._pointer(c, mapping, fingerprint)
                 if ptr is None:
+                    return None
+                if ptr.chunks > max_chunks:
+                    _corrupt(mapping, f"the pointer claims {ptr.chunks} chunks, more than a "
+                                      f"copy of the declared size has ({max_chunks})")
                     return None
                 keys = [self.key(mapping, fingerprint, ptr.version, str(i))
                         for i in range(ptr.chunks)]
                 chunks = c.mget(keys)
                 if all(isinstance(ch, bytes) for ch in chunks):
                     return b"".join(chunks)
+                missing = sum(1 for ch in chunks if not isinstance(ch, bytes))
+            _corrupt(mapping, f"{missing} of the copy's chunks are missing")
             return None
 
         return self._run("read", mapping, op, None)

@@ -103,7 +103,7 @@ class Cache:
         self.sleep = sleep
         self.shared = None if self.l2 is None else SharedCopies(
             self.l2, signing_key=self.signing_key, wall_clock=wall_clock,
-            span=lambda name: self.span(name))
+            span=lambda name: self.span(name), max_bytes=self.l1.max_bytes)
         self.refresher = self._make_refresher()
         # name -> view, valid until the current invocation ends; see the module docstring.
         self.pinned: dict[str, MappingView] = {}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import L2Error
-from .l2 import Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
+from .l2 import MAX_CHUNKS, Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
 
 if TYPE_CHECKING:
     from ._declare import Mapping
@@ -105,9 +105,9 @@ class MemoryTier:
 
     # -- copies ------------------------------------------------------------------------------------
 
-    def _blob_locked(self, mapping: str, fingerprint: str) -> bytes | None:
+    def _blob_locked(self, mapping: str, fingerprint: str, max_chunks: int) -> bytes | None:
         ptr = Pointer.decode(self._get(self.key(mapping, fingerprint, "ptr")))
-        if ptr is None:
+        if ptr is None or ptr.chunks > max_chunks:
             return None
         parts = [self._get(self.key(mapping, fingerprint, ptr.version, str(i)))
                  for i in range(ptr.chunks)]
@@ -115,11 +115,12 @@ class MemoryTier:
             return None
         return b"".join(parts)
 
-    def read(self, mapping: str, fingerprint: str) -> bytes | None:
+    def read(self, mapping: str, fingerprint: str, *,
+             max_chunks: int = MAX_CHUNKS) -> bytes | None:
         if not self._up():
             return None
         with self._lock:
-            return self._blob_locked(mapping, fingerprint)
+            return self._blob_locked(mapping, fingerprint, max_chunks)
 
     def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:
         if not self._up():

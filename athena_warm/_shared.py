@@ -28,9 +28,9 @@ from ._codec import (
     encode,
     read_header,
 )
-from ._events import emit
+from ._events import emit, listeners
 from ._view import MappingView
-from .l2 import Generation, Lease, SharedTier, WriteOutcome
+from .l2 import Generation, Lease, SharedTier, WriteOutcome, chunks_for
 
 if TYPE_CHECKING:
     from ._declare import Mapping
@@ -52,8 +52,10 @@ class SharedCopy:
 class SharedCopies:
     def __init__(self, tier: SharedTier, *, signing_key: bytes | None,
                  wall_clock: Callable[[], float],
-                 span: Callable[[str], contextlib.AbstractContextManager[Any]]) -> None:
+                 span: Callable[[str], contextlib.AbstractContextManager[Any]],
+                 max_bytes: int) -> None:
         self.tier = tier
+        self.max_bytes = max_bytes  # the L1 bound: no copy decodes past what we may hold
         self.signing_key = signing_key
         self.wall_clock = wall_clock
         self.span = span
@@ -96,24 +98,28 @@ class SharedCopies:
         damaged, of another generation, too old, or (``newer_than``: epoch seconds) not newer
         than the copy the caller holds (checked on the header alone, before downloading)."""
         name, fp = decl.name, decl.fingerprint
-        if newer_than is not None:
-            head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE), None)
-            if head is None:
-                return None
-            try:
-                h = read_header(head, partial=True)
-            except CorruptPayloadError:
-                pass  # the full read below says why
-            else:
-                if not self._servable(h, gen, decl) or h.created_at <= newer_than:
-                    return None
         start = time.perf_counter()
         with self.span("## athena-warm L2 read"):
-            blob = self._safe("read", name, lambda: self.tier.read(name, fp), None)
+            head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE),
+                              None)
+        if head is None:
+            return None
+        try:  # the header's claims bound everything read after it
+            h = read_header(head, partial=True, max_bytes=self.max_bytes)
+        except CorruptPayloadError as exc:
+            _corrupt(name, exc.reason)
+            return None
+        if not self._servable(h, gen, decl) or \
+                (newer_than is not None and h.created_at <= newer_than):
+            return None
+        with self.span("## athena-warm L2 read"):
+            blob = self._safe("read", name, lambda: self.tier.read(
+                name, fp, max_chunks=chunks_for(h.total_size)), None)
         if blob is None:
             return None
         try:
-            view, header, extras = decode(blob, fingerprint=fp, signing_key=self.signing_key)
+            view, header, extras = decode(blob, fingerprint=fp, signing_key=self.signing_key,
+                                          max_bytes=self.max_bytes)
         except CorruptPayloadError as exc:
             _corrupt(name, exc.reason)
             return None
@@ -219,20 +225,31 @@ class SharedCopies:
                                "corrupt": None}
         if gen is None:
             return out
-        blob = self._safe("read", name, lambda: self.tier.read(name, decl.fingerprint), None)
+        seen: list[dict[str, Any]] = []
+        listeners.append(seen.append)  # the reason a read was a miss, if it was damage
+        try:
+            blob = self._safe("read", name, lambda: self.tier.read(name, decl.fingerprint),
+                              None)
+        finally:
+            listeners.remove(seen.append)
         lease = self.info(decl)
         now = self.wall_clock()
         out["lease"] = None if lease is None else {
             "query_id": lease.query_id, "failed": lease.failed, "fence": lease.fence,
             "since_s": round(now - lease.at, 1)}
         if blob is None:
+            damage = [e for e in seen if e.get("event") == "l2_corrupt"
+                      and e.get("mapping") == name]
+            if damage:
+                out.update(present=True, corrupt=damage[-1].get("reason"))
             return out
         out.update(present=True, bytes=len(blob))
         try:
-            header = read_header(blob)
+            header = read_header(blob, max_bytes=self.max_bytes)
             out.update(copy_generation=header.generation, rows=header.rows,
                        created_at=header.created_at, signed=header.signed)
-            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key)
+            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key,
+                   max_bytes=self.max_bytes)
         except CorruptPayloadError as exc:
             out["corrupt"] = exc.reason
             return out

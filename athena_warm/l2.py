@@ -23,10 +23,16 @@ from typing import Literal, Protocol, runtime_checkable
 
 from ._config import resolve
 
-__all__ = ["Generation", "Lease", "SharedTier", "WriteOutcome", "open_l2"]
+__all__ = ["Generation", "Lease", "SharedTier", "WriteOutcome", "chunks_for", "open_l2"]
+
+
+def chunks_for(total_bytes: int) -> int:
+    """The most chunks a copy of ``total_bytes`` can have been written in."""
+    return max(1, -(-total_bytes // MIN_CHUNK_BYTES))
 
 MAX_GENERATION = 2**53  # a counter beyond this (or negative, or not a number) is malformed
 MAX_CHUNKS = 4096  # a pointer that claims more chunks is malformed
+MIN_CHUNK_BYTES = 64 * 1024  # writers' chunks are at least this big (but the last one)
 MAX_LEASE_BYTES = 4096
 _EPOCH_RE = re.compile(r"[0-9a-f]{16}")
 _VERSION_RE = re.compile(r"[0-9a-f]{1,32}")
@@ -181,9 +187,10 @@ class SharedTier(Protocol):
         Raises L2Error when it cannot."""
         ...
 
-    def read(self, mapping: str, fingerprint: str) -> bytes | None:
-        """The stored blob, or None (absent, malformed pointer, unreachable). Never a mix of two
-        versions."""
+    def read(self, mapping: str, fingerprint: str, *,
+             max_chunks: int = MAX_CHUNKS) -> bytes | None:
+        """The stored blob, or None (absent, malformed pointer, a pointer that claims more than
+        ``max_chunks`` chunks, missing chunks, unreachable). Never a mix of two versions."""
         ...
 
     def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:

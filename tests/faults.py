@@ -40,8 +40,10 @@ class Table:
             rows = []
         elif bad == "missing":
             cols = (Column("customer_id", "varchar"), Column("other", "varchar"))
-        elif bad == "time":  # a value the L2 codec cannot store (Athena `time`)
+        elif bad == "time":  # Athena `time`
             rows = [(k, datetime.time(12, 30)) for k, _ in rows]
+        elif bad == "unstorable":  # a value no origin returns and the L2 codec cannot store
+            rows = [(k, complex(1, 2)) for k, _ in rows]
         return QueryResult(columns=cols, rows=rows)
 
 

@@ -110,10 +110,10 @@ def test_a_blob_never_serves_another_declaration() -> None:
         decode(blob(), fingerprint="fedcba9876543210")
 
 
-def test_row_count_must_match_and_header_reads_alone() -> None:
+def test_the_checksum_covers_the_header_and_the_header_reads_alone() -> None:
     b = bytearray(blob())
     b[40:48] = (5).to_bytes(8, "big")  # the rows field
-    with pytest.raises(CorruptPayloadError, match="2 rows decoded, header says 5"):
+    with pytest.raises(CorruptPayloadError, match="checksum mismatch"):
         decode(bytes(b), fingerprint=FP)
     h = read_header(blob())
     assert (h.rows, h.generation, h.fingerprint, h.signed) == (2, 1, FP, False)

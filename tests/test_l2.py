@@ -123,8 +123,8 @@ def test_without_l2_invalidation_is_local(duck: Any, clock: FakeClock) -> None:
 
 
 def test_values_are_chunked_and_versions_never_mix(redis_url: str, redis_server: Server) -> None:
-    tier = RedisL2(redis_url, chunk_bytes=1000, grace=30)
-    blob_a, blob_b = bytes(range(256)) * 40, b"B" * 7777
+    tier = RedisL2(redis_url, chunk_bytes=65536, grace=30)
+    blob_a, blob_b = bytes(range(256)) * 2600, b"B" * 500_000
     gen = tier.generation("m")[0]  # type: ignore[index]
     made = itertools.count(1)  # each copy newer than the last: no fencing in the way
 
@@ -135,7 +135,7 @@ def test_values_are_chunked_and_versions_never_mix(redis_url: str, redis_server:
     assert write(blob_a) == "written"
     admin = redis_server.client()
     chunks = sorted(k.decode() for k in admin.keys("athena-warm:{m}:ffff*:*:*"))
-    assert len(chunks) == 11  # 10,240 bytes in 1,000-byte chunks
+    assert len(chunks) == 11  # 665,600 bytes in 64 KiB chunks
     from redis.crc import key_slot
 
     slots = {key_slot(k.encode()) for k in

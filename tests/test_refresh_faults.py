@@ -152,7 +152,7 @@ def test_a_value_l2_cannot_store_is_served_and_the_lease_released(
     declare_table()
     tier = MemoryTier(clock=clocks.mono)
     origin = TableOrigin(Table())
-    origin.bad = "time"
+    origin.bad = "unstorable"
     a = container(clocks, tier, origin)
     with caplog.at_level(logging.ERROR, logger="athena_warm"):
         m = a.get("customers")
@@ -160,7 +160,7 @@ def test_a_value_l2_cannot_store_is_served_and_the_lease_released(
     assert "cannot be stored in L2 (TypeError" in caplog.text
     assert tier.info("customers", a.declaration("customers").fingerprint) is None  # released
     b_origin = TableOrigin(Table())
-    b_origin.bad = "time"
+    b_origin.bad = "unstorable"
     assert container(clocks, tier, b_origin).get("customers").meta.tier == "origin"
 
 
