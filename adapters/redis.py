@@ -128,6 +128,11 @@ class RedisL2:
                 "L2 needs ATHENA_WARM_REDIS_URL (redis://host:6379 or rediss://host:6379 for "
                 "TLS) or a redis client"
             )
+        if self.url:
+            try:
+                urlparse(self.url).port  # noqa: B018  (raises on a port that is not a number)
+            except ValueError as exc:
+                raise ConfigurationError(f"ATHENA_WARM_REDIS_URL has a bad port: {exc}") from None
         if self.url and urlparse(self.url).scheme not in ("redis", "rediss"):
             raise ConfigurationError(
                 f"ATHENA_WARM_REDIS_URL must start with redis:// or rediss:// (TLS), got "
@@ -329,7 +334,10 @@ class RedisL2:
             if ptr is None:
                 return None
             got = c.getrange(self.key(mapping, fingerprint, ptr.version, "0"), 0, size - 1)
-            return bytes(got) if got else None
+            if not got:
+                _corrupt(mapping, "the copy's first chunk is missing (its version is gone)")
+                return None
+            return bytes(got)
 
         return self._run("read", mapping, op, None)
 

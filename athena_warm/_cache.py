@@ -41,7 +41,7 @@ from ._memory import LocalLeases, MemoryTier
 from ._refresher import Refresher
 from ._shared import SharedCopies
 from ._view import MappingMeta, MappingView
-from .exceptions import L2Error, UnknownMappingError
+from .exceptions import ConfigurationError, L2Error, UnknownMappingError
 from .l2 import SharedTier, open_l2
 from .origin import Origin, open_origin
 
@@ -88,12 +88,11 @@ class Cache:
         self._origin_arg = origin
         self._origin: Origin | None = origin if isinstance(origin, Origin) else None
         self._origin_lock = threading.Lock()
-        if l2 is False:
-            self.l2: SharedTier | None = None
-        elif isinstance(l2, SharedTier):
+        self.l2: SharedTier | None = None
+        if isinstance(l2, SharedTier):
             self.l2 = l2
-        else:
-            self.l2 = open_l2(l2 if isinstance(l2, str) else None)
+        elif l2 is not False:
+            self.l2 = _open_l2_or_none(l2 if isinstance(l2, str) else None)
         self.check_interval = resolve_seconds(check_interval, "CHECK_INTERVAL", 30.0)
         key = resolve(signing_key, "SIGNING_KEY", None)
         self.signing_key: bytes | None = key.encode() if isinstance(key, str) else key
@@ -343,6 +342,25 @@ class Cache:
                 "fresh": now < e.expires_at,
             })
         return out
+
+
+def _open_l2_or_none(url: str | None) -> SharedTier | None:
+    """The configured L2, or None with one error log when it cannot be built: a URL it cannot
+    use, or a codec that does not import (a layer built for another Python). L2 fails open
+    when it is misconfigured just as when it is unreachable."""
+    try:
+        tier = open_l2(url)
+        if tier is not None:
+            import msgpack  # noqa: F401  (the codec: imported here so a broken install shows)
+            import zstandard  # noqa: F401
+    except (ConfigurationError, ImportError) as exc:
+        emit(logging.ERROR, "l2_error",
+             "athena-warm: L2 is off for this process: %s: %s. Reads use L1 and the origin; "
+             "fix ATHENA_WARM_REDIS_URL, or install the redis extra for this Python "
+             "(pip install 'athena-warm[redis]')", type(exc).__name__, exc,
+             extra={"tier": "l2"})
+        return None
+    return tier
 
 
 def _no_span(name: str) -> contextlib.AbstractContextManager[Any]:

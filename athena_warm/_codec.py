@@ -19,7 +19,8 @@
                                     extras]))
 
 Decoding is bounded before anything is allocated: the declared sizes must be within
-``max_bytes`` (the L1 bound: what this function may hold in memory), the checksum (or the HMAC)
+``max_bytes / EXPANSION`` (``max_bytes`` is the L1 bound, what this function may hold in memory;
+a msgpack byte may become up to EXPANSION bytes of Python objects), the checksum (or the HMAC)
 must cover what the header claims, decompression streams with a hard cap at the declared size,
 and nesting deeper than ``MAX_DEPTH`` is refused. Anything that fails a check raises
 CorruptPayloadError with the reason; it never reaches a caller. msgpack and zstandard are
@@ -57,6 +58,7 @@ ZSTD_LEVEL = 3
 DEFAULT_MAX_BYTES = 2**30  # without a bound from the caller: 1 GiB decoded at most
 MAX_DEPTH = 16  # nesting of values (tuples, arrays, maps, rows) the encoder writes at most
 MAX_INT_DIGITS = 1000
+EXPANSION = 16  # a decoded byte may become about this many bytes of Python objects
 
 _EXT_DECIMAL, _EXT_DATE, _EXT_DATETIME, _EXT_TUPLE = 1, 2, 3, 4
 _EXT_TIME, _EXT_TIMEDELTA, _EXT_UUID, _EXT_BIGINT = 5, 6, 7, 8
@@ -180,10 +182,11 @@ def _widen(obj: Any, depth: int) -> Any:
     return obj
 
 
-def _unpackb(data: bytes) -> Any:
+def _unpackb(data: bytes, *, max_len: int = 2**31 - 1) -> Any:
     import msgpack
 
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False,
+                           max_array_len=max_len, max_map_len=max_len)
 
 
 def _too_deep(values: list[Any], limit: int) -> bool:
@@ -287,10 +290,11 @@ def read_header(blob: bytes, *, partial: bool = False,
                                   f"{FORMAT_VERSION}")
     if codec != CODEC_MSGPACK_ZSTD:
         raise CorruptPayloadError(f"unknown codec {codec}")
-    if decoded > max_bytes or size > max_bytes:
+    if decoded > max_bytes // EXPANSION or size > max_bytes // EXPANSION:
         raise CorruptPayloadError(
-            f"declares {decoded:,} bytes decoded ({size:,} compressed), over the limit of "
-            f"{max_bytes:,} (the L1 bound)")
+            f"declares {decoded:,} bytes decoded ({size:,} compressed): decoded, it would not "
+            f"fit in {max_bytes:,} bytes (the L1 bound; {max_bytes // EXPANSION:,} decoded "
+            "bytes at most)")
     if rows > decoded or size > decoded + decoded // 64 + 1024:
         raise CorruptPayloadError(f"declares {rows:,} rows / {size:,} compressed bytes in "
                                   f"{decoded:,} decoded bytes: impossible")
@@ -338,7 +342,10 @@ def decode(
     raw = _decompress(payload, header.decoded_size)
     _depth.level = 0
     try:
-        key_arity, value_kind, row_names, key_cols, value_cols, extras = _unpackb(raw)
+        # No array or map is longer than the declared rows (a column has one per row), or
+        # 64 Ki for a nested value: a payload of millions of tiny objects is refused early.
+        key_arity, value_kind, row_names, key_cols, value_cols, extras = _unpackb(
+            raw, max_len=max(header.rows, 65536))
         del raw
         for col in (*key_cols, *value_cols):
             if _too_deep(col, MAX_DEPTH):
@@ -370,6 +377,8 @@ def _decompress(payload: bytes, declared: int) -> bytes:
 
     try:
         content = zstandard.frame_content_size(payload)
+        if content < 0:
+            raise CorruptPayloadError("the zstd frame does not declare its size")
         if content != declared:
             raise CorruptPayloadError(f"the frame holds {content} bytes, the header says "
                                       f"{declared}")
