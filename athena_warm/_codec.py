@@ -21,8 +21,9 @@
 Decoding is bounded before anything is allocated: the declared sizes must be within
 ``max_bytes / EXPANSION`` (``max_bytes`` is the L1 bound, what this function may hold in memory;
 a msgpack byte may become up to EXPANSION bytes of Python objects), the checksum (or the HMAC)
-must cover what the header claims, decompression streams with a hard cap at the declared size,
-and nesting deeper than ``MAX_DEPTH`` is refused. Anything that fails a check raises
+must cover what the header claims, the zstd frame must declare exactly the declared size (so
+nothing larger is allocated), arrays and maps are no longer than the declared rows, and nesting
+deeper than ``MAX_DEPTH`` is refused. Anything that fails a check raises
 CorruptPayloadError with the reason; it never reaches a caller. msgpack and zstandard are
 imported on first use (the ``redis`` extra installs them).
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import struct
 import threading
 import uuid
@@ -371,8 +371,8 @@ def decode(
 
 
 def _decompress(payload: bytes, declared: int) -> bytes:
-    """Inflate at most ``declared`` bytes, streaming: a frame that claims or holds more is
-    refused before it is allocated."""
+    """Inflate exactly ``declared`` bytes: a frame that does not declare its size, or declares
+    another, is refused before anything is allocated."""
     import zstandard
 
     try:
@@ -382,13 +382,9 @@ def _decompress(payload: bytes, declared: int) -> bytes:
         if content != declared:
             raise CorruptPayloadError(f"the frame holds {content} bytes, the header says "
                                       f"{declared}")
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)) as reader:
-            raw = reader.read(declared + 1)
-            while len(raw) <= declared:  # read() may return less than asked
-                more = reader.read(declared + 1 - len(raw))
-                if not more:
-                    break
-                raw += more
+        # The frame declares exactly the size the header declares, which is within the bound:
+        # one allocation of that size, and zstd refuses a frame whose content differs.
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=declared)
     except CorruptPayloadError:
         raise
     except Exception as exc:
