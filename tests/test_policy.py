@@ -18,19 +18,12 @@ from athena_warm import (
 )
 from athena_warm._memory import MemoryTier
 from athena_warm._rules import jittered, lease_ttl
+from tests import faults
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 
 
-class Clocks:
-    def __init__(self) -> None:
-        self.mono = FakeClock()
-        self.wall = FakeClock(1.7e9)
-
-    def advance(self, s: float) -> None:
-        self.mono.advance(s)
-        self.wall.advance(s)
-
+class Clocks(faults.Clocks):
     def cache(self, origin: Any, **kw: Any) -> Cache:
         kw.setdefault("l2", False)
         return Cache(origin=origin, clock=self.mono, wall_clock=self.wall,
