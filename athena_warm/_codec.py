@@ -182,11 +182,24 @@ def _widen(obj: Any, depth: int) -> Any:
     return obj
 
 
+def _count_list(value: list[Any]) -> list[Any]:
+    _depth.containers = getattr(_depth, "containers", 0) + 1
+    return value
+
+
+def _count_map(value: dict[Any, Any]) -> dict[Any, Any]:
+    _depth.containers = getattr(_depth, "containers", 0) + 1
+    return value
+
+
 def _unpackb(data: bytes, *, max_len: int = 2**31 - 1) -> Any:
+    """Unpack, counting the arrays and maps made (so a payload of scalars, the usual one, is not
+    scanned for nesting: only one with more containers than its columns is)."""
     import msgpack
 
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False,
-                           max_array_len=max_len, max_map_len=max_len)
+                           max_array_len=max_len, max_map_len=max_len, list_hook=_count_list,
+                           object_hook=_count_map)
 
 
 def _too_deep(values: list[Any], limit: int) -> bool:
@@ -340,16 +353,18 @@ def decode(
     if not hmac.compare_digest(_checksum(head, payload), head[_CHECKSUM_AT:]):
         raise CorruptPayloadError("checksum mismatch")
     raw = _decompress(payload, header.decoded_size)
-    _depth.level = 0
+    _depth.level = _depth.containers = 0
     try:
         # No array or map is longer than the declared rows (a column has one per row), or
         # 64 Ki for a nested value: a payload of millions of tiny objects is refused early.
         key_arity, value_kind, row_names, key_cols, value_cols, extras = _unpackb(
             raw, max_len=max(header.rows, 65536))
         del raw
-        for col in (*key_cols, *value_cols):
-            if _too_deep(col, MAX_DEPTH):
-                raise CorruptPayloadError(f"values nested deeper than {MAX_DEPTH} levels")
+        structural = 4 + len(key_cols) + len(value_cols) + 1  # the lists, and extras
+        if _depth.containers > structural:  # values hold arrays, maps or tuples: look deeper
+            for col in (*key_cols, *value_cols):
+                if _too_deep(col, MAX_DEPTH):
+                    raise CorruptPayloadError(f"values nested deeper than {MAX_DEPTH} levels")
         if key_arity == 1:
             keys: Any = key_cols[0]
         else:
