@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from .._config import parse_bytes, resolve, resolve_flag, resolve_seconds
-from .._events import emit
+from .._events import emit, l2_corrupt
 from ..exceptions import ConfigurationError, L2Error
 from ..l2 import (
     MAX_CHUNKS,
@@ -243,7 +243,7 @@ class RedisL2:
             if not _is_redis_error(exc):
                 raise
             if "WRONGTYPE" in str(exc):  # a key of the wrong type: damage, not an outage
-                _corrupt(mapping, f"{what}: a key holds the wrong Redis type")
+                l2_corrupt(mapping, f"{what}: a key holds the wrong Redis type")
                 return default
             if _is_refusal(exc):  # the server answered: no outage, keep using it
                 emit(logging.WARNING, "l2_error",
@@ -300,7 +300,7 @@ class RedisL2:
             return None
         ptr = Pointer.decode(raw)
         if ptr is None:
-            _corrupt(mapping, f"malformed pointer {bytes(raw)[:40]!r}")
+            l2_corrupt(mapping, f"malformed pointer {bytes(raw)[:40]!r}")
         return ptr
 
     def read(self, mapping: str, fingerprint: str, *,
@@ -312,7 +312,7 @@ class RedisL2:
                 if ptr is None:
                     return None
                 if ptr.chunks > max_chunks:
-                    _corrupt(mapping, f"the pointer claims {ptr.chunks} chunks, more than a "
+                    l2_corrupt(mapping, f"the pointer claims {ptr.chunks} chunks, more than a "
                                       f"copy of the declared size has ({max_chunks})")
                     return None
                 keys = [self.key(mapping, fingerprint, ptr.version, str(i))
@@ -321,7 +321,7 @@ class RedisL2:
                 if all(isinstance(ch, bytes) for ch in chunks):
                     return b"".join(chunks)
                 missing = sum(1 for ch in chunks if not isinstance(ch, bytes))
-            _corrupt(mapping, f"{missing} of the copy's chunks are missing")
+            l2_corrupt(mapping, f"{missing} of the copy's chunks are missing")
             return None
 
         return self._run("read", mapping, op, None)
@@ -335,7 +335,7 @@ class RedisL2:
                 return None
             got = c.getrange(self.key(mapping, fingerprint, ptr.version, "0"), 0, size - 1)
             if not got:
-                _corrupt(mapping, "the copy's first chunk is missing (its version is gone)")
+                l2_corrupt(mapping, "the copy's first chunk is missing (its version is gone)")
                 return None
             return bytes(got)
 
@@ -394,7 +394,7 @@ class RedisL2:
                                     self.key(mapping, fingerprint, "fence"), value,
                                     str(min(max(1, int(ttl * 1000)), MAX_TTL_MS)))
             if removed:
-                _corrupt(mapping, "a lease that was not a lease (another type, or no expiry); "
+                l2_corrupt(mapping, "a lease that was not a lease (another type, or no expiry); "
                                   "removed")
             if not fence:
                 return False
@@ -411,7 +411,7 @@ class RedisL2:
                 return None
             lease = Lease.decode(raw)
             if lease is None:  # nobody can hold a malformed lease: remove exactly that value
-                _corrupt(mapping, f"malformed lease {bytes(raw)[:40]!r}; removed")
+                l2_corrupt(mapping, f"malformed lease {bytes(raw)[:40]!r}; removed")
                 c.eval(_DELETE_IF, 1, key, raw)
             return lease
 
@@ -432,13 +432,6 @@ class RedisL2:
 
 def _text(raw: Any) -> str:
     return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def _corrupt(mapping: str, reason: str) -> None:
-    emit(logging.WARNING, "l2_corrupt",
-         "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
-         "load replaces it", mapping, reason,
-         extra={"mapping": mapping, "reason": reason})
 
 
 def _is_refusal(exc: BaseException) -> bool:

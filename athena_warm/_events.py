@@ -50,3 +50,10 @@ def emit(level: int, event: EventName, msg: str, *args: Any, extra: dict[str, An
         log.log(level, msg, *args, extra=extra, stacklevel=2)
     for listener in listeners:
         listener(extra)
+
+
+def l2_corrupt(mapping: str, reason: str) -> None:
+    """Something read from L2 is unusable: a logged miss, with the reason (``L2Corrupt``)."""
+    emit(logging.WARNING, "l2_corrupt",
+         "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
+         "load replaces it", mapping, reason, extra={"mapping": mapping, "reason": reason})

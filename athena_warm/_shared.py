@@ -28,7 +28,7 @@ from ._codec import (
     encode,
     read_header,
 )
-from ._events import emit, listeners
+from ._events import emit, l2_corrupt, listeners
 from ._view import MappingView
 from .l2 import Generation, Lease, SharedTier, WriteOutcome, chunks_for
 
@@ -78,7 +78,7 @@ class SharedCopies:
             return None
         gen, how = got
         if how == "repaired":
-            _corrupt(mapping, "the generation counter was malformed; it was reset with a new "
+            l2_corrupt(mapping, "the generation counter was malformed; it was reset with a new "
                               "epoch, so every container reloads")
         elif how == "new":
             emit(logging.INFO, "generation_new",
@@ -100,32 +100,18 @@ class SharedCopies:
         name, fp = decl.name, decl.fingerprint
         start = time.perf_counter()
         with self.span("## athena-warm L2 read"):
-            head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE),
-                              None)
-        if head is None:
-            return None
-        try:  # the header's claims bound everything read after it
-            h = read_header(head, partial=True, max_bytes=self.max_bytes)
-        except CorruptPayloadError as exc:
-            _corrupt(name, exc.reason)
-            return None
-        if not self._servable(h, gen, decl) or \
-                (newer_than is not None and h.created_at <= newer_than):
-            return None
-        with self.span("## athena-warm L2 read"):
-            blob = self._safe("read", name, lambda: self.tier.read(
-                name, fp, max_chunks=chunks_for(h.total_size)), None)
+            blob = self._fetch(decl, gen, newer_than)
         if blob is None:
             return None
         try:
             view, header, extras = decode(blob, fingerprint=fp, signing_key=self.signing_key,
                                           max_bytes=self.max_bytes)
         except CorruptPayloadError as exc:
-            _corrupt(name, exc.reason)
+            l2_corrupt(name, exc.reason)
             return None
         problem = _check_extras(extras)
         if problem is not None:
-            _corrupt(name, problem)
+            l2_corrupt(name, problem)
             return None
         if not self._servable(header, gen, decl):
             return None
@@ -138,6 +124,23 @@ class SharedCopies:
                     "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
                     "generation": header.generation})
         return SharedCopy(view, header, extras, len(blob), age)
+
+    def _fetch(self, decl: Mapping, gen: Generation, newer_than: float | None) -> bytes | None:
+        """The header first (its claims bound what is read after it), then the whole copy."""
+        name, fp = decl.name, decl.fingerprint
+        head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE), None)
+        if head is None:
+            return None
+        try:
+            h = read_header(head, partial=True, max_bytes=self.max_bytes)
+        except CorruptPayloadError as exc:
+            l2_corrupt(name, exc.reason)
+            return None
+        if not self._servable(h, gen, decl) or \
+                (newer_than is not None and h.created_at <= newer_than):
+            return None
+        return self._safe("read", name, lambda: self.tier.read(
+            name, fp, max_chunks=chunks_for(h.total_size)), None)
 
     def _servable(self, header: Header, gen: Generation, decl: Mapping) -> bool:
         if not rules.copy_matches(header.epoch, header.generation, gen):
@@ -259,13 +262,6 @@ class SharedCopies:
                    stale=age >= decl.ttl or not valid,
                    servable=self._servable(header, gen, decl))
         return out
-
-
-def _corrupt(mapping: str, reason: str) -> None:
-    emit(logging.WARNING, "l2_corrupt",
-         "athena-warm: the L2 copy of %s is unusable (%s); treating it as a miss, the next "
-         "load replaces it", mapping, reason,
-         extra={"mapping": mapping, "reason": reason})
 
 
 def _check_extras(extras: Any) -> str | None:
