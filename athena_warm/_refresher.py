@@ -332,10 +332,11 @@ class Refresher:
         if isinstance(exc, AthenaWarmError) and hasattr(exc, "with_mapping"):
             exc = exc.with_mapping(decl.name)
         what = f"{type(exc).__name__}: {exc}"
-        if lease is not None:
+        if lease is not None:  # retry_interval 0: no pause before the retry, no marker
             marker = dataclasses.replace(lease, failed=what[:1000],
                                          failed_type=type(exc).__name__)
-            if not leases.update(decl, marker, ttl=self.retry_interval):
+            if self.retry_interval <= 0 or \
+                    not leases.update(decl, marker, ttl=self.retry_interval):
                 leases.release(decl, lease.token)
         emit(logging.ERROR, "refresh_failed",
              "athena-warm: refreshing %s failed: %s", decl.name, what,
