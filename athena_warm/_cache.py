@@ -25,7 +25,7 @@ import random as _random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import (
     default_l1_max_bytes,
@@ -39,11 +39,13 @@ from ._events import emit
 from ._l1 import L1, Entry
 from ._memory import LocalLeases, MemoryTier
 from ._refresher import Refresher
-from ._shared import SharedCopies
 from ._view import MappingMeta, MappingView
 from .exceptions import ConfigurationError, L2Error, UnknownMappingError
 from .l2 import SharedTier, open_l2
 from .origin import Origin, open_origin
+
+if TYPE_CHECKING:
+    from ._shared import SharedCopies
 
 log = logging.getLogger("athena_warm")
 
@@ -100,7 +102,8 @@ class Cache:
         self.refresh_timeout = resolve_seconds(refresh_timeout, "REFRESH_TIMEOUT", 300.0)
         self.random = random
         self.sleep = sleep
-        self.shared = None if self.l2 is None else SharedCopies(
+        self.shared: SharedCopies | None = None if self.l2 is None else _shared(
+        ).SharedCopies(
             self.l2, signing_key=self.signing_key, wall_clock=wall_clock,
             span=lambda name: self.span(name), max_bytes=self.l1.max_bytes)
         self.refresher = self._make_refresher()
@@ -342,6 +345,13 @@ class Cache:
                 "fresh": now < e.expires_at,
             })
         return out
+
+
+def _shared() -> Any:
+    """The shared-copies module (and the codec), imported only when L2 is configured."""
+    from . import _shared as module
+
+    return module
 
 
 def _open_l2_or_none(url: str | None) -> SharedTier | None:

@@ -25,17 +25,20 @@ from ._build import build
 from ._events import emit
 from ._l1 import Entry
 from ._memory import LocalLeases
-from ._shared import SharedCopies, nbytes_of
 from ._view import MappingMeta
 from .exceptions import AthenaWarmError, DeadlineError, RefreshError, StaleLimitError
 from .l2 import Generation, Lease
 from .origin import AsyncOrigin, Origin, QueryResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the shared copies (and the codec) load only when L2 is configured
+    from typing import TypeAlias
+
     from ._declare import Mapping
+    from ._shared import SharedCopies
+
+    Leases: TypeAlias = LocalLeases | SharedCopies
 
 
-Leases = LocalLeases | SharedCopies
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ class Refresher:
         got.view.meta = MappingMeta(
             name=decl.name, tier="l2", source="l2", generation=h.generation,
             loaded_at=h.created_at, rows=h.rows, fingerprint=decl.fingerprint,
-            null_keys_skipped=int(x.get("null_keys_skipped") or 0), nbytes=nbytes_of(got),
+            null_keys_skipped=int(x.get("null_keys_skipped") or 0), nbytes=got.nbytes,
             query_id=x.get("query_id"))
         return self.entry(decl, got.view, age=got.age, number=h.generation, epoch=h.epoch,
                           nbytes=got.view.meta.nbytes,

@@ -48,6 +48,11 @@ class SharedCopy:
     size: int
     age: float  # seconds since its data was read (wall clock)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory the copy uses, as its writer measured it (else estimated here)."""
+        return int(self.extras.get("nbytes") or 0) or estimate_bytes(self.view)
+
 
 class SharedCopies:
     def __init__(self, tier: SharedTier, *, signing_key: bytes | None,
@@ -280,7 +285,3 @@ def _check_extras(extras: Any) -> str | None:
     if q is not None and (not isinstance(q, str) or len(q) > 256):
         return "extras: query_id is not an id"
     return None
-
-
-def nbytes_of(copy: SharedCopy) -> int:
-    return int(copy.extras.get("nbytes") or 0) or estimate_bytes(copy.view)
