@@ -28,6 +28,11 @@ log = logging.getLogger("athena_warm")
 
 _THROTTLE_CODES = {"ThrottlingException", "TooManyRequestsException", "SlowDown"}
 _FINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED"}
+_NESTED = {"array", "map", "row", "struct"}
+
+
+def _as_text(value: str | None) -> str | None:
+    return value
 
 
 def athena_literal(value: Any) -> str:
@@ -267,6 +272,9 @@ class AthenaOrigin:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _converter_for(self, athena_type: str) -> Callable[[str | None], Any]:
+        if athena_type.lower() in _NESTED:
+            # Athena names only the kind: the core types the text by the declaration's types=
+            return _as_text
         if self._converter is None:
             from pyathena.converter import DefaultTypeConverter
 

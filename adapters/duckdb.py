@@ -48,6 +48,32 @@ def athena_type(duck_type: str) -> str:
     }.get(t, t)
 
 
+def _athena_signature(t: Any) -> str:
+    """A DuckDB column type (a DuckDBPyType) as Athena writes it: ``INTEGER[]`` is
+    ``array(integer)``, ``STRUCT(x INTEGER)`` is ``row(x integer)``, an anonymous row's fields
+    are ``field0``, ``field1``... as in Athena."""
+    kind = getattr(t, "id", None)
+    text = str(t)
+    if kind in ("list", "array"):
+        return f"array({_athena_signature(t.children[0][1])})"
+    if kind == "map":
+        (_, key), (_, value) = t.children
+        return f"map({_athena_signature(key)}, {_athena_signature(value)})"
+    if kind in ("struct", "tuple"):
+        children = [c if isinstance(c, tuple) else ("", c) for c in t.children]
+        if kind == "tuple" or [n for n, _ in children] == [f"_{i}" for i in range(len(children))]:
+            children = [(f"field{i}", c) for i, (_, c) in enumerate(children)]
+        return "row(" + ", ".join(f"{_field(n)} {_athena_signature(c)}" for n, c in children) + ")"
+    if text == "JSON":
+        return "json"
+    return athena_type(text)
+
+
+def _field(name: str) -> str:
+    return name.lower() if name.isidentifier() and name.isascii() else \
+        '"' + name.replace('"', '""') + '"'
+
+
 class DuckDBOrigin:
     """Runs Athena SQL locally. One in-memory DuckDB per process; a cursor per query."""
 
@@ -155,8 +181,11 @@ class DuckDBOrigin:
                     )
                 cur.execute(f"USE {_ident(database)}")
             cur.execute(text, list(params))
-            columns = tuple(Column(d[0], athena_type(str(d[1]))) for d in cur.description)
+            columns = tuple(Column(d[0], _athena_signature(d[1])) for d in cur.description)
             rows = cur.fetchall()
+            json_columns = [i for i, c in enumerate(columns) if c.type == "json"]
+            if json_columns:  # Athena's json values reach Python parsed: so do ours
+                rows = [_parse_json(r, json_columns) for r in rows]
         except duckdb.Error as exc:
             raise OriginError(
                 f"duckdb origin: query failed: {exc}",
@@ -170,3 +199,13 @@ class DuckDBOrigin:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+
+def _parse_json(row: tuple[Any, ...], columns: list[int]) -> tuple[Any, ...]:
+    import json
+
+    out = list(row)
+    for i in columns:
+        if out[i] is not None:
+            out[i] = json.loads(out[i])
+    return tuple(out)

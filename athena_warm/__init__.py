@@ -11,6 +11,7 @@ from ._memory import MemoryTier
 from ._view import MappingMeta, MappingView
 from .exceptions import (
     AthenaWarmError,
+    ColumnTypeError,
     ConfigurationError,
     DeadlineError,
     DeclarationError,
@@ -40,6 +41,7 @@ __all__ = [
     "AthenaWarmError",
     "Cache",
     "Column",
+    "ColumnTypeError",
     "ConfigurationError",
     "DeadlineError",
     "DeclarationError",

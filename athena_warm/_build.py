@@ -9,6 +9,7 @@ from itertools import islice
 from typing import Any
 
 from ._declare import Mapping
+from ._types import typed_result
 from ._view import MappingView
 from .exceptions import DuplicateKeyError, EmptyResultError, MissingColumnError, NullKeyError
 from .origin import QueryResult
@@ -44,6 +45,8 @@ def _index(decl: Mapping, names: Sequence[str], cols: Sequence[str], what: str) 
 
 def build(decl: Mapping, result: QueryResult) -> Built:
     names = [c.name for c in result.columns]
+    used = (*decl.key_columns, *decl.value_columns) if decl.value_columns else names
+    result = typed_result(decl, result, used)
     ki = _index(decl, names, decl.key_columns, "key")
     vi = _index(decl, names, decl.value_columns, "value") if decl.value_columns else []
     rows = result.rows

@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Mapping as TypingMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 from ._config import parse_duration
+from ._types import SqlType, canonical, parse_types
 from .exceptions import ConfigurationError, DeclarationError, UnknownMappingError
 
 log = logging.getLogger("athena_warm")
@@ -101,6 +103,8 @@ class Mapping:
     on_duplicate: OnDuplicate = "error"
     on_null_key: OnNullKey = "skip"
     allow_empty: bool = False
+    types: dict[str, str] = field(default_factory=dict)
+    parsed_types: dict[str, SqlType] = field(init=False, repr=False, compare=False)
     key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     value_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     fingerprint: str = field(init=False, repr=False, compare=False)
@@ -123,6 +127,7 @@ class Mapping:
         on_duplicate: OnDuplicate = "error",
         on_null_key: OnNullKey = "skip",
         allow_empty: bool = False,
+        types: TypingMapping[str, str] | None = None,
         register: bool = True,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -175,6 +180,8 @@ class Mapping:
                 "container's TTL is shortened by up to that much, e.g. 0.1"
             )
 
+        parsed = parse_types(name, types, DeclarationError)
+
         s = object.__setattr__
         s(self, "name", name)
         s(self, "sql", sql)
@@ -190,6 +197,8 @@ class Mapping:
         s(self, "on_duplicate", on_duplicate)
         s(self, "on_null_key", on_null_key)
         s(self, "allow_empty", bool(allow_empty))
+        s(self, "types", canonical(parsed))
+        s(self, "parsed_types", parsed)
         s(self, "key_columns", kcols)
         s(self, "value_columns", vcols)
         s(self, "fingerprint", self._compute_fingerprint())
@@ -198,7 +207,7 @@ class Mapping:
             REGISTRY.register(self)
 
     def _compute_fingerprint(self) -> str:
-        ident = {
+        ident: dict[str, object] = {
             "sql": self.sql,
             "params": [_canon(p) for p in self.params],
             "catalog": self.catalog,
@@ -209,6 +218,8 @@ class Mapping:
             "on_duplicate": self.on_duplicate,
             "on_null_key": self.on_null_key,
         }
+        if self.types:  # absent when empty: older declarations keep their fingerprints
+            ident["types"] = self.types
         raw = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -316,7 +327,7 @@ def load_app(target: str) -> None:
 _TOML_KEYS = {
     "sql", "key", "value", "params", "database", "workgroup", "catalog", "ttl", "max_stale",
     "ttl_jitter",
-    "on_duplicate", "on_null_key", "allow_empty",
+    "on_duplicate", "on_null_key", "allow_empty", "types",
 }
 
 

@@ -153,6 +153,11 @@ class MissingColumnError(ResultShapeError):
     """A declared key or value column is not in the result."""
 
 
+class ColumnTypeError(ResultShapeError):
+    """A column's values do not fit the type the declaration gives it (``types=``), or a nested
+    column the mapping uses has no declared type."""
+
+
 class DuplicateKeyError(ResultShapeError):
     """Several rows share a key and the policy is on_duplicate='error'."""
 

@@ -11,6 +11,7 @@ that DuckDB rejects is reported FAILED with DuckDB's message, through an after-c
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -62,11 +63,51 @@ def parse_literal(text: str) -> Any:
 def _varchar(v: Any) -> str | None:
     if v is None:
         return None
+    return _text(v)
+
+
+def _json(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, separators=(",", ":"))
+
+
+def _text(v: Any) -> str:
+    """A value as Athena writes it in a result file: nested values in Trino's text form
+    (``[1, 2]``, ``{a=1}``, ``{x=1, y=hi}``, ``null`` inside), strings unquoted."""
+    if v is None:
+        return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, datetime):
         return v.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(v, float):
+        return _java_double(v)
+    if isinstance(v, (list, tuple)):
+        if isinstance(v, tuple):  # an anonymous row
+            return "{" + ", ".join(f"field{i}={_text(x)}" for i, x in enumerate(v)) + "}"
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        names = list(v)
+        if names == [f"_{i}" for i in range(len(names))]:  # sqlglot's anonymous row
+            names = [f"field{i}" for i in range(len(names))]
+        return "{" + ", ".join(f"{_text(k) if not isinstance(k, str) else n}={_text(x)}"
+                               for n, (k, x) in zip(names, v.items(), strict=True)) + "}"
+    if isinstance(v, (bytes, bytearray)):
+        return " ".join(f"{b:02x}" for b in v)
     return str(v)
+
+
+def _java_double(v: float) -> str:
+    """Java's Double.toString, which Athena uses: 1.5, 1.0E10, NaN, Infinity."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"
+    if v == 0 or 1e-3 <= abs(v) < 1e7:
+        return repr(v)  # shortest digits, always with a '.': 1.5, 100.0
+    sign, digits, exp = Decimal(repr(v)).as_tuple()
+    text = "".join(map(str, digits)).rstrip("0") or "0"
+    exponent = len(digits) + int(exp) - 1
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{exponent}"
 
 
 def _csv_field(v: str | None) -> str:
@@ -101,7 +142,8 @@ class AthenaDouble:
             self.backend.query_results_queue.append(QueryResults(rows=[], column_info=[]))
             return
         header = [c.name for c in result.columns]
-        texts = [[_varchar(v) for v in row] for row in result.rows]
+        render = [_json if c.type == "json" else _varchar for c in result.columns]
+        texts = [[f(v) for f, v in zip(render, row, strict=True)] for row in result.rows]
         rows = [{"Data": [{"VarCharValue": h} for h in header]}] + [
             {"Data": [{"VarCharValue": t} if t is not None else {} for t in row]} for row in texts
         ]
@@ -111,6 +153,7 @@ class AthenaDouble:
             m = re.match(r"decimal\((\d+),(\d+)\)", t)
             if m:
                 t, precision, scale = "decimal", int(m.group(1)), int(m.group(2))
+            t = t.split("(")[0] if t.split("(")[0] in ("array", "map", "row") else t
             info.append({"Name": c.name, "Label": c.name, "Type": t, "Precision": precision,
                          "Scale": scale, "Nullable": "UNKNOWN", "CaseSensitive": True})
         self.backend.query_results_queue.append(QueryResults(rows=rows, column_info=info))

@@ -64,7 +64,7 @@ def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small data lake: analytics.{customers, dup_keys, null_keys, typed, empty}."""
+    """A small data lake: analytics.{customers, dup_keys, null_keys, typed, nested, empty}."""
     import duckdb
 
     root = tmp_path_factory.mktemp("lake")
@@ -94,6 +94,16 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
           (3::BIGINT, -0.25::DOUBLE, -1.00::DECIMAL(10,2), false, DATE '1970-01-01',
            TIMESTAMP '1970-01-01 00:00:00', '')
         ) t(id, dbl, dec, flag, day, ts, txt)""")
+    table("nested", """
+        SELECT * FROM (VALUES
+          ('k1', ['a', 'b c'], MAP(['x', 'y'], [1, -2]), {'x': 7, 'y': 'hi, there'},
+           [{'n': 1::BIGINT, 'at': TIMESTAMP '2024-02-29 13:14:15.123',
+             'amount': 12.34::DECIMAL(10,2)}],
+           [1.5::DOUBLE, NULL, 1e10::DOUBLE], MAP([DATE '2024-01-01'], [[true, false]])),
+          ('k2', [], MAP([]::VARCHAR[], []::INTEGER[]), NULL, NULL, NULL, NULL),
+          ('k3', NULL, MAP(['z'], [NULL::INTEGER]), {'x': NULL, 'y': NULL}, [], [-0.0::DOUBLE],
+           MAP([DATE '0001-01-01'], [NULL::BOOLEAN[]]))
+        ) t(k, tags, attrs, loc, events, scores, flags)""")
     table("empty", "SELECT 'x' AS k, 1 AS v WHERE false")
     table("csv_table", "SELECT 'a' AS k, 1 AS v UNION ALL SELECT 'b', 2", fmt="csv")
     con.close()
