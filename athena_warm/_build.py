@@ -9,12 +9,12 @@ from itertools import islice
 from typing import Any
 
 from ._declare import Mapping
-from ._types import typed_result
 from ._view import MappingView
 from .exceptions import DuplicateKeyError, EmptyResultError, MissingColumnError, NullKeyError
 from .origin import QueryResult
 
 _SHOW = 5  # how many offending keys an error names
+_NESTED = frozenset({"array", "map", "row", "struct"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,12 @@ def _index(decl: Mapping, names: Sequence[str], cols: Sequence[str], what: str) 
 
 def build(decl: Mapping, result: QueryResult) -> Built:
     names = [c.name for c in result.columns]
-    used = (*decl.key_columns, *decl.value_columns) if decl.value_columns else names
-    result = typed_result(decl, result, used)
+    if decl.types or any(c.type.split("(")[0].strip().lower() in _NESTED
+                         for c in result.columns):
+        from ._types import typed_result  # loaded only for results with nested columns
+
+        used = (*decl.key_columns, *decl.value_columns) if decl.value_columns else names
+        result = typed_result(decl, result, used)
     ki = _index(decl, names, decl.key_columns, "key")
     vi = _index(decl, names, decl.value_columns, "value") if decl.value_columns else []
     rows = result.rows

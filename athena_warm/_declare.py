@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ._types import SqlType
+
 from ._config import parse_duration
-from ._types import SqlType, canonical, parse_types
 from .exceptions import ConfigurationError, DeclarationError, UnknownMappingError
 
 log = logging.getLogger("athena_warm")
@@ -180,7 +181,11 @@ class Mapping:
                 "container's TTL is shortened by up to that much, e.g. 0.1"
             )
 
-        parsed = parse_types(name, types, DeclarationError)
+        parsed: dict[str, SqlType] = {}
+        if types is not None:  # the type parser loads only for declarations that use it
+            from ._types import parse_types
+
+            parsed = parse_types(name, types, DeclarationError)
 
         s = object.__setattr__
         s(self, "name", name)
@@ -197,7 +202,7 @@ class Mapping:
         s(self, "on_duplicate", on_duplicate)
         s(self, "on_null_key", on_null_key)
         s(self, "allow_empty", bool(allow_empty))
-        s(self, "types", canonical(parsed))
+        s(self, "types", {k: str(v) for k, v in sorted(parsed.items())})
         s(self, "parsed_types", parsed)
         s(self, "key_columns", kcols)
         s(self, "value_columns", vcols)

@@ -548,7 +548,3 @@ def parse_types(name: str, types: Mapping[str, str] | None,
                         f"{exc}. Write it as Athena shows it, e.g. 'array(row(x integer, "
                         "y varchar))'") from None
     return out
-
-
-def canonical(types: Mapping[str, SqlType]) -> dict[str, str]:
-    return {k: str(v) for k, v in sorted(types.items())}
