@@ -7,6 +7,7 @@ comes out of the decoder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from decimal import Decimal
@@ -264,6 +266,29 @@ KEY = b"signing-key"
 VALID_SIGNED = [blob_of({"a": 1, "b": (2, 3)}, signing_key=KEY)]
 
 
+FUZZ_PEAK_BYTES = 8 * 2**20  # the bound on one hostile decode's traced memory
+FUZZ_SECONDS = 1.0  # and on its time (generous: this machine is shared)
+FUZZ_STATS: dict[str, float] = {"cases": 0, "peak": 0, "seconds": 0.0}
+
+
+@contextlib.contextmanager
+def _bounded() -> Iterator[None]:
+    """Measure one decode: its peak traced memory and its time, and hold them to the bounds."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        FUZZ_STATS["cases"] += 1
+        FUZZ_STATS["peak"] = max(FUZZ_STATS["peak"], peak)
+        FUZZ_STATS["seconds"] = max(FUZZ_STATS["seconds"], seconds)
+        assert peak < FUZZ_PEAK_BYTES, f"a fuzz decode traced {peak} bytes"
+        assert seconds < FUZZ_SECONDS, f"a fuzz decode took {seconds:.2f} s"
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[bytes, bytes, bytes | None]:
     signed = draw(st.booleans())
@@ -296,7 +321,8 @@ def test_fuzz_mutations_decode_to_the_original_or_a_corrupt_miss(
         case: tuple[bytes, bytes, bytes | None]) -> None:
     original, blob, key = case
     try:
-        view, _, _ = decode(blob, fingerprint=FP, signing_key=key, max_bytes=64 * 2**20)
+        with _bounded():
+            view, _, _ = decode(blob, fingerprint=FP, signing_key=key, max_bytes=64 * 2**20)
     except CorruptPayloadError:
         return
     # The original, or (a splice can rebuild one) another valid copy whole.
@@ -309,8 +335,18 @@ def test_fuzz_mutations_decode_to_the_original_or_a_corrupt_miss(
 @given(st.binary(max_size=512) | st.builds(lambda b: MAGIC + bytes([FORMAT_VERSION]) + b,
                                            st.binary(max_size=512)))
 def test_fuzz_arbitrary_bytes_are_a_corrupt_miss(blob: bytes) -> None:
-    with pytest.raises(CorruptPayloadError):
+    with pytest.raises(CorruptPayloadError), _bounded():
         decode(blob, fingerprint=FP)
+
+
+def test_the_fuzz_cases_stayed_within_memory_and_time() -> None:
+    """Every decode the fuzz tests above made (run before this one) was measured: the peak
+    memory it traced and its time, each under the stated bound."""
+    if not FUZZ_STATS["cases"]:
+        pytest.skip("run with the fuzz tests")
+    print(f"fuzz: {FUZZ_STATS['cases']} decodes, peak {FUZZ_STATS['peak'] / 1024:.1f} KiB "
+          f"traced (Python allocations; zstd's own buffers are bounded by the declared size), slowest {FUZZ_STATS['seconds'] * 1000:.1f} ms")
+    assert FUZZ_STATS["peak"] < FUZZ_PEAK_BYTES and FUZZ_STATS["seconds"] < FUZZ_SECONDS
 
 
 def test_fuzzing_stays_within_memory_and_time() -> None:
