@@ -3,14 +3,14 @@
 Lifecycle: StartQueryExecution (SQL text unchanged, values bound as ExecutionParameters), poll
 GetQueryExecution with backoff until a final state or the query timeout, then read the result
 CSV that Athena wrote to S3 (falling back to paged GetQueryResults when there is no output
-location), converting every value from its Athena type with PyAthena's converter.
+location or the file cannot be read), converting every column once from its Athena type
+(``_athena_result``).
 
-boto3 and pyathena are imported on first use; the clients are made once per container.
+boto3 is imported on first use; the clients are made once per container.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -28,11 +28,6 @@ log = logging.getLogger("athena_warm")
 
 _THROTTLE_CODES = {"ThrottlingException", "TooManyRequestsException", "SlowDown"}
 _FINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED"}
-_NESTED = {"array", "map", "row", "struct"}
-
-
-def _as_text(value: str | None) -> str | None:
-    return value
 
 
 def athena_literal(value: Any) -> str:
@@ -107,7 +102,6 @@ class AthenaOrigin:
         self._clock = clock
         self._clients: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
-        self._converter: Any = None
         # Called after every status poll with {query_id, state, elapsed_s, scanned_bytes}:
         # the CLI shows a long query's progress with it.
         self.progress: Callable[[dict[str, Any]], None] | None = None
@@ -235,23 +229,35 @@ class AthenaOrigin:
             log.warning("athena-warm: could not stop Athena query %s: %s", query_id, exc)
 
     def fetch(self, query_id: str, execution: dict[str, Any]) -> QueryResult:
-        """Read a SUCCEEDED query's rows, typed."""
+        """Read a SUCCEEDED query's rows, typed: the result file from S3 when it can be read,
+        else GetQueryResults page by page."""
+        from ._athena_result import convert_columns, converter_for, paused_gc, rows_to_columns
+
         athena, s3 = self.clients()
         first = self._call(
             athena.get_query_results, query_id, QueryExecutionId=query_id, MaxResults=1
         )
         info = first["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
         columns = tuple(Column(c["Name"], _type_name(c)) for c in info)
-        converters = [self._converter_for(c["Type"]) for c in info]
+        converters = [converter_for(str(c.get("Type", "varchar"))) for c in info]
         output = execution.get("ResultConfiguration", {}).get("OutputLocation")
-        raw_rows = None
-        if output and output.startswith("s3://") and output.endswith(".csv"):
-            raw_rows = self._read_csv(s3, query_id, output)
-        if raw_rows is None:
-            raw_rows = self._read_pages(athena, query_id)
-        if raw_rows and [v for v in raw_rows[0]] == [c.name for c in columns]:
-            raw_rows = raw_rows[1:]  # the header row of a SELECT
-        rows = [tuple(conv(v) for conv, v in zip(converters, r, strict=True)) for r in raw_rows]
+        try:
+            with paused_gc():
+                raw = None
+                if output and output.startswith("s3://") and output.endswith(".csv"):
+                    raw = self._read_csv(s3, query_id, output, len(columns))
+                if raw is None:
+                    raw = rows_to_columns(self._read_pages(athena, query_id), len(columns))
+                if raw and raw[0] and [c[0] for c in raw] == [c.name for c in columns]:
+                    raw = [c[1:] for c in raw]  # the header row of a SELECT
+                rows = convert_columns(raw, converters)
+                del raw
+        except (ValueError, ArithmeticError) as exc:
+            raise OriginError(
+                f"Athena query {query_id}: a value in its result does not fit its column type "
+                f"({exc}). Report it with the query id; CAST the column in the SQL meanwhile.",
+                origin=self.name, state="ERROR", query_id=query_id, reason=str(exc),
+            ) from exc
         scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
         return QueryResult(columns=columns, rows=rows, query_id=query_id, bytes_scanned=scanned)
 
@@ -271,32 +277,26 @@ class AthenaOrigin:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _converter_for(self, athena_type: str) -> Callable[[str | None], Any]:
-        if athena_type.lower() in _NESTED:
-            # Athena names only the kind: the core types the text by the declaration's types=
-            return _as_text
-        if self._converter is None:
-            from pyathena.converter import DefaultTypeConverter
-
-            self._converter = DefaultTypeConverter()
-        fn: Callable[[str | None], Any] = self._converter.get(athena_type.lower())
-        return fn
-
-    def _read_csv(self, s3: Any, query_id: str, url: str) -> list[list[str | None]] | None:
-        from pyathena.s3fs.reader import AthenaCSVReader
+    def _read_csv(self, s3: Any, query_id: str, url: str,
+                  width: int) -> list[list[str | None]] | None:
+        """The result file's columns, or None (logged) when it cannot be read: the caller pages
+        GetQueryResults instead."""
+        from ._athena_result import ResultFileError, read_columns
 
         bucket, _, key = url[len("s3://") :].partition("/")
         try:
-            body = self._call(s3.get_object, query_id, Bucket=bucket, Key=key)["Body"].read()
-        except OriginError as exc:
-            log.warning(
-                "athena-warm: cannot read the result file %s (%s); paging GetQueryResults "
-                "instead. Grant s3:GetObject on the staging dir to read results faster.",
-                url, exc.reason,
-            )
-            return None
-        reader = AthenaCSVReader(io.StringIO(body.decode("utf-8")))
-        return [list(r) for r in reader]
+            response = self._call(s3.get_object, query_id, Bucket=bucket, Key=key)
+            return read_columns(response["Body"].read(), width)
+        except (OriginError, ResultFileError) as exc:
+            reason = exc.reason if isinstance(exc, OriginError) else str(exc)
+        except Exception as exc:  # the body's stream: a reset connection, a timeout
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "athena-warm: cannot read the result file %s (%s); paging GetQueryResults instead. "
+            "Grant s3:GetObject on the staging dir to read results faster.", url, reason,
+            extra={"query_id": query_id},
+        )
+        return None
 
     def _read_pages(self, athena: Any, query_id: str) -> list[list[str | None]]:
         out: list[list[str | None]] = []

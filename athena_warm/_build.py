@@ -11,7 +11,7 @@ from typing import Any
 from ._declare import Mapping
 from ._view import MappingView
 from .exceptions import DuplicateKeyError, EmptyResultError, MissingColumnError, NullKeyError
-from .origin import QueryResult
+from .origin import ColumnRows, QueryResult
 
 _SHOW = 5  # how many offending keys an error names
 _NESTED = frozenset({"array", "map", "row", "struct"})
@@ -61,18 +61,10 @@ def build(decl: Mapping, result: QueryResult) -> Built:
             mapping=decl.name,
         )
 
-    if len(ki) == 1:
-        k0 = ki[0]
-        keys: list[Any] = [r[k0] for r in rows]
+    if isinstance(rows, ColumnRows):  # columns as read: no tuple per row
+        keys, values = _from_columns(rows, names, ki, vi)
     else:
-        keys = [tuple(r[i] for i in ki) for r in rows]
-    if not vi:
-        values: list[Any] = [dict(zip(names, r, strict=True)) for r in rows]
-    elif len(vi) == 1:
-        v0 = vi[0]
-        values = [r[v0] for r in rows]
-    else:
-        values = [tuple(r[i] for i in vi) for r in rows]
+        keys, values = _from_rows(rows, names, ki, vi)
 
     # Fast path: the common case (no NULL key, no duplicate) costs one dict() and a length check.
     if decl.on_duplicate == "first":
@@ -108,6 +100,32 @@ def build(decl: Mapping, result: QueryResult) -> Built:
             count=len(dups),
         )
     return Built(data=data, null_keys_skipped=nulls, nbytes=estimate_bytes(data))
+
+
+def _from_columns(rows: ColumnRows, names: Sequence[str], ki: list[int],
+                  vi: list[int]) -> tuple[Sequence[Any], Sequence[Any]]:
+    cols = rows.columns
+    keys = cols[ki[0]] if len(ki) == 1 else list(zip(*(cols[i] for i in ki), strict=True))
+    if not vi:
+        return keys, [dict(zip(names, r, strict=True)) for r in rows]
+    if len(vi) == 1:
+        return keys, cols[vi[0]]
+    return keys, list(zip(*(cols[i] for i in vi), strict=True))
+
+
+def _from_rows(rows: Sequence[Sequence[Any]], names: Sequence[str], ki: list[int],
+               vi: list[int]) -> tuple[Sequence[Any], Sequence[Any]]:
+    if len(ki) == 1:
+        k0 = ki[0]
+        keys: list[Any] = [r[k0] for r in rows]
+    else:
+        keys = [tuple(r[i] for i in ki) for r in rows]
+    if not vi:
+        return keys, [dict(zip(names, r, strict=True)) for r in rows]
+    if len(vi) == 1:
+        v0 = vi[0]
+        return keys, [r[v0] for r in rows]
+    return keys, [tuple(r[i] for i in vi) for r in rows]
 
 
 def _is_null(k: Any) -> bool:

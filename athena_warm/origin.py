@@ -7,14 +7,14 @@ Adapters are imported on first use, so importing athena_warm stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 from ._config import resolve
 from .exceptions import ConfigurationError
 
-__all__ = ["AsyncOrigin", "Column", "Origin", "QueryResult", "open_origin"]
+__all__ = ["AsyncOrigin", "Column", "ColumnRows", "Origin", "QueryResult", "open_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +25,55 @@ class Column:
     type: str
 
 
+class ColumnRows(Sequence[tuple[Any, ...]]):
+    """Rows kept as columns: an origin that reads column by column hands them over without a
+    tuple per row, and the mapping is built from the key and value columns directly. As a
+    sequence it is the rows, each a tuple."""
+
+    __slots__ = ("_len", "columns")
+
+    def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
+        lengths = {len(c) for c in columns}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+        self.columns: tuple[Sequence[Any], ...] = tuple(columns)
+        self._len = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Any, ...]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[Any, ...]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+        if isinstance(i, slice):
+            return list(zip(*(c[i] for c in self.columns), strict=True))
+        return tuple(c[i] for c in self.columns)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*self.columns, strict=True)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ColumnRows):
+            return self.columns == other.columns
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(other) == self._len and all(
+                tuple(o) == r for o, r in zip(other, self, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ColumnRows({len(self.columns)} columns, {self._len} rows)"
+
+
 @dataclass(frozen=True, slots=True)
 class QueryResult:
-    """Rows as tuples in column order, already converted to Python values."""
+    """Rows as tuples in column order, already converted to Python values (a ``ColumnRows``
+    when the origin reads column by column)."""
 
     columns: tuple[Column, ...]
     rows: Sequence[tuple[Any, ...]]

@@ -345,7 +345,8 @@ def test_the_fuzz_cases_stayed_within_memory_and_time() -> None:
     if not FUZZ_STATS["cases"]:
         pytest.skip("run with the fuzz tests")
     print(f"fuzz: {FUZZ_STATS['cases']} decodes, peak {FUZZ_STATS['peak'] / 1024:.1f} KiB "
-          f"traced (Python allocations; zstd's own buffers are bounded by the declared size), slowest {FUZZ_STATS['seconds'] * 1000:.1f} ms")
+          "traced (Python allocations; zstd's own buffers are bounded by the declared size), "
+          f"slowest {FUZZ_STATS['seconds'] * 1000:.1f} ms")
     assert FUZZ_STATS["peak"] < FUZZ_PEAK_BYTES and FUZZ_STATS["seconds"] < FUZZ_SECONDS
 
 
