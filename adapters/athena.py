@@ -12,6 +12,7 @@ boto3 is imported on first use; the clients are made once per container.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -43,7 +44,14 @@ def athena_literal(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value)
+        # A plain 1.5 is a DECIMAL literal in Athena; the exponent makes it a DOUBLE, as the
+        # value is in Python (and in DuckDB). NaN and the infinities have no literal.
+        if value != value:
+            return "nan()"
+        if value in (math.inf, -math.inf):
+            return "infinity()" if value > 0 else "-infinity()"
+        text = repr(value).upper()
+        return text if "E" in text else text + "E0"
     if isinstance(value, Decimal):
         return f"DECIMAL '{value}'"
     if isinstance(value, datetime):

@@ -13,6 +13,7 @@ GetQueryResults pages as Athena's does (moto ignores MaxResults and NextToken).
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -29,7 +30,9 @@ _LITERAL = re.compile(
     r"""^(?:
         (?P<null>NULL) |
         (?P<bool>true|false) |
-        (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?) |
+        (?P<double>-?\d+(?:\.\d+)?[eE][-+]?\d+) |
+        (?P<special>nan\(\)|infinity\(\)|-infinity\(\)) |
+        (?P<num>-?\d+(?:\.\d+)?) |
         (?P<typed>DATE|TIMESTAMP|DECIMAL)\s+'(?P<typed_body>[^']*)' |
         '(?P<str>(?:[^']|'')*)'
     )$""",
@@ -49,9 +52,14 @@ def parse_literal(text: str) -> Any:
         return None
     if m.group("bool"):
         return m.group("bool").lower() == "true"
+    if m.group("double"):
+        return float(m.group("double"))  # an exponent makes a DOUBLE
+    if m.group("special"):
+        return {"nan()": math.nan, "infinity()": math.inf,
+                "-infinity()": -math.inf}[m.group("special").lower()]
     if m.group("num"):
         n = m.group("num")
-        return float(n) if any(c in n for c in ".eE") else int(n)
+        return Decimal(n) if "." in n else int(n)  # 1.5 is a DECIMAL literal in Athena
     if m.group("typed"):
         kind, body = m.group("typed").upper(), m.group("typed_body")
         if kind == "DATE":
@@ -93,6 +101,8 @@ def _text(v: Any) -> str:
             names = [f"field{i}" for i in range(len(names))]
         return "{" + ", ".join(f"{_text(k) if not isinstance(k, str) else n}={_text(x)}"
                                for n, (k, x) in zip(names, v.items(), strict=True)) + "}"
+    if isinstance(v, Decimal):
+        return format(v, "f")  # Athena writes 0.000000000, never 0E-9
     if isinstance(v, (bytes, bytearray)):
         return " ".join(f"{b:02x}" for b in v)
     return str(v)

@@ -64,7 +64,8 @@ def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small data lake: analytics.{customers, dup_keys, null_keys, typed, nested, empty}."""
+    """A small data lake: analytics.{customers, dup_keys, null_keys, typed, nested, fidelity,
+    empty}."""
     import duckdb
 
     root = tmp_path_factory.mktemp("lake")
@@ -104,6 +105,23 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
           ('k3', NULL, MAP(['z'], [NULL::INTEGER]), {'x': NULL, 'y': NULL}, [], [-0.0::DOUBLE],
            MAP([DATE '0001-01-01'], [NULL::BOOLEAN[]]))
         ) t(k, tags, attrs, loc, events, scores, flags)""")
+    table("fidelity", r"""
+        SELECT * FROM (VALUES
+          (1, 9223372036854775807::BIGINT, 'NaN'::DOUBLE,
+           99999999999999999999999999999.999999999::DECIMAL(38,9), DATE '0001-01-01',
+           TIMESTAMP '0001-01-01 00:00:00', 'plain', true),
+          (2, (-9223372036854775808)::BIGINT, '-0.0'::DOUBLE,
+           -99999999999999999999999999999.999999999::DECIMAL(38,9), DATE '9999-12-31',
+           TIMESTAMP '9999-12-31 23:59:59.999', 'a, "quoted", comma', false),
+          (3, 0::BIGINT, 'Infinity'::DOUBLE, 0::DECIMAL(38,9), DATE '2024-02-29',
+           TIMESTAMP '2024-02-29 12:00:00.5',
+           'line' || chr(10) || 'break and CRLF' || chr(13) || chr(10) || 'end', NULL),
+          (4, NULL, '-Infinity'::DOUBLE, 0.000000001::DECIMAL(38,9), NULL, NULL, '', NULL),
+          (5, 42::BIGINT, 1e300::DOUBLE, NULL, DATE '1970-01-01',
+           TIMESTAMP '1970-01-01 00:00:00', NULL, true),
+          (6, 7::BIGINT, 5e-324::DOUBLE, 1.5::DECIMAL(38,9), DATE '2000-01-01',
+           TIMESTAMP '2000-01-01 00:00:00.001', 'ünïcødé 😀 中文 ''single'' ""', false)
+        ) t(id, big, dbl, dec, day, ts, txt, flag)""")
     table("empty", "SELECT 'x' AS k, 1 AS v WHERE false")
     table("csv_table", "SELECT 'a' AS k, 1 AS v UNION ALL SELECT 'b', 2", fmt="csv")
     con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,25 @@ def test_values_are_sent_as_execution_parameters_not_in_the_sql(athena: Any) -> 
     0, -7, 2**62, 1.25, True, False, None,
 ])
 def test_every_literal_is_exactly_one_literal(value: Any) -> None:
-    assert parse_literal(athena_literal(value)) == value
+    back = parse_literal(athena_literal(value))
+    assert back == value and type(back) is type(value)
+
+
+@pytest.mark.parametrize("value", [1.5, -0.0, 1e300, 5e-324, float("inf"), float("-inf")])
+def test_a_float_parameter_is_a_double_on_both_origins(any_origin: Any, value: float) -> None:
+    """A plain 1.5 is a DECIMAL literal in Athena: it came back as Decimal('1.5') (issue 11)."""
+    r = any_origin.query("SELECT ? AS x", (value,), database="analytics", workgroup=None,
+                         catalog=None)
+    (got,), = r.rows
+    assert type(got) is float and got == value and math.copysign(1, got) == math.copysign(
+        1, value)
+    assert r.columns[0].type == "double"
+
+
+def test_a_nan_parameter_is_a_double(any_origin: Any) -> None:
+    r = any_origin.query("SELECT ? AS x", (float("nan"),), database="analytics",
+                         workgroup=None, catalog=None)
+    assert math.isnan(r.rows[0][0])
 
 
 def test_failed_query_carries_id_and_athenas_reason(athena: Any) -> None:
