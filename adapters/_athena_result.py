@@ -140,8 +140,9 @@ def _read_tracking_lines(text: str, width: int) -> list[list[Any]]:
     for row in reader:
         last = reader.line_num
         if "" in row:  # "" or NULL: only the raw text tells
-            row = _exact("".join(lines[first:last]), width) if row else row
-        append(row)
+            append(_exact("".join(lines[first:last]), width))
+        else:
+            append(row)
         first = last
     return rows
 
@@ -269,7 +270,7 @@ def convert_columns(columns: list[list[str | None]],
             out.append(column)
             continue
         try:
-            out.append(list(map(convert, column)))  # no NULL: one C-level pass
+            out.append(list(map(convert, column)))  # type: ignore[arg-type]  # no NULL: C speed
         except TypeError:
             out.append([None if v is None else convert(v) for v in column])
     return ColumnRows(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +24,14 @@ from typing import Any
 
 from .._config import resolve, resolve_seconds
 from ..exceptions import ConfigurationError, OriginError, OriginTimeoutError
-from ..origin import Column, QueryResult
+from ..origin import Column, QueryResult, time_left
 
 log = logging.getLogger("athena_warm")
 
-_THROTTLE_CODES = {"ThrottlingException", "TooManyRequestsException", "SlowDown"}
+_THROTTLE_CODES = {"ThrottlingException", "TooManyRequestsException", "SlowDown",
+                   "RequestLimitExceeded", "Throttling"}
+_TRANSIENT_CODES = {"InternalServerException", "InternalError", "ServiceUnavailable",
+                    "RequestTimeout"}
 _FINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
@@ -127,9 +131,10 @@ class AthenaOrigin:
                     session = self._session or boto3.session.Session()
                     config = Config(
                         region_name=self.region,
-                        retries={"mode": "standard", "max_attempts": self.max_attempts},
-                        connect_timeout=5,
-                        read_timeout=30,
+                        # one attempt per call: _call retries, within the invocation's time
+                        retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=3,
+                        read_timeout=10,
                     )
                     self._clients = (
                         session.client("athena", config=config),
@@ -182,6 +187,9 @@ class AthenaOrigin:
     def _wait(self, athena: Any, query_id: str, max_wait: float | None) -> dict[str, Any] | None:
         started = self._clock()
         deadline = started + self.query_timeout
+        left = time_left()
+        if left is not None:  # never poll past the invocation's time
+            max_wait = max(0.0, left) if max_wait is None else min(max_wait, max(0.0, left))
         until = None if max_wait is None else started + max_wait
         interval = self.poll_interval
         while True:
@@ -229,12 +237,15 @@ class AthenaOrigin:
         if self.cancel_on_timeout:
             self._stop(query_id)
 
-    def _stop(self, query_id: str) -> None:
+    def stop(self, query_id: str) -> None:
+        """StopQueryExecution, best effort (logged when it fails)."""
         athena, _ = self.clients()
         try:
             athena.stop_query_execution(QueryExecutionId=query_id)
         except Exception as exc:  # best effort: the timeout is the error to report
             log.warning("athena-warm: could not stop Athena query %s: %s", query_id, exc)
+
+    _stop = stop
 
     def fetch(self, query_id: str, execution: dict[str, Any]) -> QueryResult:
         """Read a SUCCEEDED query's rows, typed: the result file from S3 when it can be read,
@@ -321,38 +332,87 @@ class AthenaOrigin:
                 return out
 
     def _call(self, fn: Callable[..., Any], query_id: str | None, **kwargs: Any) -> Any:
-        """Call boto3, turning its errors into one OriginError with Athena's reason."""
+        """Call boto3 with at most ``max_attempts`` attempts in all, retrying throttling, 5xx
+        and dropped connections with jittered backoff, never past the time left in the
+        invocation; every error becomes one OriginError with AWS's reason."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         op = getattr(fn, "__name__", "call")
-        try:
-            return fn(**kwargs)
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = err.get("Code", "Unknown")
-            reason = f"{code}: {err.get('Message', '')}".strip()
-            throttled = code in _THROTTLE_CODES
-            hint = (
-                " Athena is throttling this account; retry later, raise "
-                "ATHENA_WARM_AWS_MAX_ATTEMPTS, or ask for a higher quota."
-                if throttled
-                else ""
-            )
-            raise OriginError(
-                f"Athena {op} failed"
-                + (f" for query {query_id}" if query_id else "")
-                + f": {reason}.{hint}",
-                origin=self.name,
-                state="THROTTLED" if throttled else ("FAILED" if query_id is None else "ERROR"),
-                query_id=query_id,
-                reason=reason,
-            ) from exc
-        except BotoCoreError as exc:
-            raise OriginError(
-                f"Athena {op} failed: {exc}. Check AWS credentials, region "
-                "(ATHENA_WARM_REGION or AWS_REGION) and network access to Athena.",
-                origin=self.name, state="ERROR", query_id=query_id, reason=str(exc),
-            ) from exc
+        attempt = 0
+        while True:
+            attempt += 1
+            left = time_left()
+            if left is not None and left <= 0:
+                raise OriginError(
+                    f"Athena {op} not attempted: the invocation has no time left"
+                    + (f" (query {query_id})" if query_id else ""),
+                    origin=self.name, state="DEADLINE", query_id=query_id,
+                    reason="no time left in the invocation")
+            try:
+                return fn(**kwargs)
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                code = str(err.get("Code", "Unknown"))
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                reason = f"{code}: {err.get('Message', '')}".strip()
+                throttled = code in _THROTTLE_CODES
+                retryable = throttled or code in _TRANSIENT_CODES or int(status or 0) >= 500
+                error = exc
+            except BotoCoreError as exc:
+                reason, throttled, error = f"{type(exc).__name__}: {exc}", False, exc
+                retryable = _is_transient(exc)
+                code = ""
+            delay = self._backoff(attempt)
+            left = time_left()
+            out_of_time = left is not None and delay >= left
+            if not retryable or attempt >= self.max_attempts or out_of_time:
+                raise self._error(op, query_id, reason, code=code, throttled=throttled,
+                                  attempts=attempt, out_of_time=out_of_time and retryable
+                                  and attempt < self.max_attempts) from error
+            log.info("athena-warm: Athena %s attempt %d of %d failed (%s); retrying in %.2f s",
+                     op, attempt, self.max_attempts, reason, delay,
+                     extra={"query_id": query_id})
+            self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: a random delay up to 0.2 s, 0.4 s, 0.8 s... capped at 5 s."""
+        return random.uniform(0, min(5.0, 0.2 * 2 ** (attempt - 1)))
+
+    def _error(self, op: str, query_id: str | None, reason: str, *, code: str, throttled: bool,
+               attempts: int, out_of_time: bool) -> OriginError:
+        tries = f" after {attempts} attempt{'s' if attempts > 1 else ''}"
+        if out_of_time:
+            hint = " The invocation's time ran out before another attempt."
+        elif throttled:
+            hint = (" Athena is throttling this account; retry later, raise "
+                    "ATHENA_WARM_AWS_MAX_ATTEMPTS, or ask for a higher quota.")
+        elif not code:
+            hint = (" Check AWS credentials, region (ATHENA_WARM_REGION or AWS_REGION) and "
+                    "network access to Athena.")
+        else:
+            hint = ""
+        if throttled:
+            state = "THROTTLED"
+        elif out_of_time:
+            state = "DEADLINE"
+        else:
+            state = "FAILED" if query_id is None and code else "ERROR"
+        return OriginError(
+            f"Athena {op} failed" + (f" for query {query_id}" if query_id else "")
+            + f"{tries}: {reason}.{hint}",
+            origin=self.name, state=state, query_id=query_id, reason=reason)
+
+
+def _is_transient(exc: Exception) -> bool:
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    return isinstance(exc, (ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+                            ReadTimeoutError))
 
 
 def _type_name(col: dict[str, Any]) -> str:

@@ -16,7 +16,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import L2Error
-from .l2 import MAX_CHUNKS, Generation, Lease, Pointer, WriteOutcome, new_epoch, parse_generation
+from .l2 import (
+    CLAIM_SUFFIX,
+    MAX_CHUNKS,
+    Generation,
+    Lease,
+    Pointer,
+    WriteOutcome,
+    new_epoch,
+    parse_generation,
+)
 
 if TYPE_CHECKING:
     from ._declare import Mapping
@@ -244,3 +253,10 @@ class LocalLeases:
 
     def release(self, decl: Mapping, token: str) -> bool:
         return self.tier.release(decl.name, decl.fingerprint, token)
+
+    def claim(self, decl: Mapping, token: str, *, ttl: float,
+              at: float) -> Lease | Literal[False] | None:
+        return self.tier.acquire(decl.name, decl.fingerprint + CLAIM_SUFFIX, token, ttl=ttl, at=at)
+
+    def unclaim(self, decl: Mapping, token: str) -> bool:
+        return self.tier.release(decl.name, decl.fingerprint + CLAIM_SUFFIX, token)

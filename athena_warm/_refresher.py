@@ -26,9 +26,16 @@ from ._events import emit
 from ._l1 import Entry
 from ._memory import LocalLeases
 from ._view import MappingMeta
-from .exceptions import AthenaWarmError, DeadlineError, RefreshError, StaleLimitError
+from .exceptions import (
+    AthenaWarmError,
+    DeadlineError,
+    OriginError,
+    OriginTimeoutError,
+    RefreshError,
+    StaleLimitError,
+)
 from .l2 import Generation, Lease
-from .origin import AsyncOrigin, Origin, QueryResult
+from .origin import AsyncOrigin, Origin, QueryResult, deadline_scope
 
 if TYPE_CHECKING:  # the shared copies (and the codec) load only when L2 is configured
     from typing import TypeAlias
@@ -211,16 +218,26 @@ class Refresher:
         epoch = gen.epoch if gen is not None else ""
         start, budget = self.clock(), None if deadline is None else deadline - self.clock()
         created_at = self.wall_clock()  # when the data was read: orders copies fleet-wide
-        with self.span("## athena-warm origin query"):
+        until = None if deadline is None else deadline - rules.DEADLINE_MARGIN
+        with self.span("## athena-warm origin query"), deadline_scope(until, self.clock):
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
                                         workgroup=decl.workgroup, catalog=decl.catalog)
                 lease = dataclasses.replace(lease, query_id=query_id, at=created_at)
                 leases.update(decl, lease)
-                max_wait = None
-                if deadline is not None:
-                    max_wait = max(0.0, deadline - self.clock() - rules.DEADLINE_MARGIN)
-                execution = origin.wait(query_id, max_wait=max_wait)
+                max_wait = None if until is None else max(0.0, until - self.clock())
+                try:
+                    execution = origin.wait(query_id, max_wait=max_wait)
+                except OriginError as exc:
+                    if not _still_running(exc, query_id):
+                        raise
+                    # Throttled or cut off while polling: the query runs on, and its id stays
+                    # with the lease, for a later invocation to collect (never orphaned).
+                    emit(logging.WARNING, "handover",
+                         "athena-warm: refresh of %s handed over: could not poll query %s "
+                         "(%s); a later invocation collects it", decl.name, query_id,
+                         exc.reason, extra={"mapping": decl.name, "query_id": query_id})
+                    return Deferred(query_id)
                 if execution is None:
                     emit(logging.WARNING, "handover",
                          "athena-warm: refresh of %s handed over: query %s still runs at this "
@@ -306,13 +323,27 @@ class Refresher:
         """Collect the result of a query another invocation started and handed over."""
         origin = self.origin()
         assert isinstance(origin, AsyncOrigin) and held.query_id is not None
+        query_id = held.query_id
         start = self.clock()
+        claim: str | None = None
         try:
             with self.span("## athena-warm origin collect"):
-                execution = origin.wait(held.query_id, max_wait=0)  # one look
+                try:
+                    execution = origin.wait(query_id, max_wait=0)  # one look
+                except OriginError as exc:
+                    if not _still_running(exc, query_id):
+                        raise
+                    execution = None  # could not look (throttled): it still has the lease
                 if execution is None:
+                    self._stop_if_overdue(decl, origin, held)
                     return None  # still running
-                result = origin.fetch(held.query_id, execution)
+                # Finished: one container downloads it, the others wait for its copy.
+                claim = secrets.token_hex(8)
+                if leases.claim(decl, claim, ttl=rules.COLLECT_CLAIM_TTL,
+                                at=self.wall_clock()) is False:
+                    claim = None
+                    return None
+                result = origin.fetch(query_id, execution)
             number = gen.number if gen is not None else (stale.generation if stale else 0)
             entry = self._from_result(decl, result, number=number,
                                       epoch=gen.epoch if gen else "", created_at=held.at,
@@ -323,8 +354,28 @@ class Refresher:
             entry = self._publish(decl, entry, gen, token=held.token)
         except Exception as exc:
             return self._failed(decl, leases, held, stale, exc, too_old=too_old)
+        finally:
+            if claim is not None:
+                leases.unclaim(decl, claim)
         leases.release(decl, held.token)
         return entry
+
+    def _stop_if_overdue(self, decl: Mapping, origin: AsyncOrigin, held: Lease) -> None:
+        """A handed-over query still running past the origin's query timeout is stopped, and
+        the refresh fails (OriginTimeoutError, through the one failure handler): its lease
+        never expires with the query running, so no second query starts beside it."""
+        timeout = getattr(origin, "query_timeout", None)
+        if timeout is None or self.wall_clock() - held.at <= float(timeout):
+            return
+        stop = getattr(origin, "stop", None)
+        if stop is not None:
+            stop(held.query_id)
+        raise OriginTimeoutError(
+            f"Athena query {held.query_id} of {decl.name!r}, handed over, still runs after the "
+            f"query timeout of {float(timeout):g} s" + ("; it was stopped" if stop else "")
+            + ". Raise ATHENA_WARM_QUERY_TIMEOUT or make the query cheaper.",
+            origin=getattr(origin, "name", "origin"), state="TIMEOUT",
+            query_id=held.query_id, reason=f"timeout after {float(timeout):g}s, handed over")
 
     # -- failure, stale, deadline ------------------------------------------------------------------
 
@@ -404,7 +455,7 @@ class Refresher:
         """Query the origin now, without a lease; no publish."""
         origin = self.origin()
         start, created_at = self.clock(), self.wall_clock()
-        with self.span("## athena-warm origin query"):
+        with self.span("## athena-warm origin query"), deadline_scope(None, self.clock):
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
                                         workgroup=decl.workgroup, catalog=decl.catalog)
@@ -424,6 +475,12 @@ class Refresher:
             return False
         return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
                                    load_seconds=entry.load_seconds, token=None) == "written"
+
+
+def _still_running(exc: OriginError, query_id: str) -> bool:
+    """Whether an error while polling ``query_id`` leaves the query running: the poll was
+    throttled, cut off or failed in transit; not the query's own failure or timeout."""
+    return exc.query_id == query_id and exc.state in ("THROTTLED", "DEADLINE", "ERROR")
 
 
 def _async_timeout(origin: Origin, default: float) -> float | None:

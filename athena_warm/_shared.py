@@ -30,7 +30,7 @@ from ._codec import (
 )
 from ._events import emit, l2_corrupt, listeners
 from ._view import MappingView
-from .l2 import Generation, Lease, SharedTier, WriteOutcome, chunks_for
+from .l2 import CLAIM_SUFFIX, Generation, Lease, SharedTier, WriteOutcome, chunks_for
 
 if TYPE_CHECKING:
     from ._declare import Mapping
@@ -219,6 +219,17 @@ class SharedCopies:
     def release(self, decl: Mapping, token: str) -> bool:
         return self._safe("lease release", decl.name,
                           lambda: self.tier.release(decl.name, decl.fingerprint, token), False)
+
+    def claim(self, decl: Mapping, token: str, *, ttl: float,
+              at: float) -> Lease | Literal[False] | None:
+        """A second, short lease beside the refresh lease: who downloads a finished handed-over
+        query (False: someone else is; None: the tier cannot say, so go ahead)."""
+        return self._safe("collect claim", decl.name, lambda: self.tier.acquire(
+            decl.name, decl.fingerprint + CLAIM_SUFFIX, token, ttl=ttl, at=at), None)
+
+    def unclaim(self, decl: Mapping, token: str) -> bool:
+        return self._safe("collect claim release", decl.name, lambda: self.tier.release(
+            decl.name, decl.fingerprint + CLAIM_SUFFIX, token), False)
 
     # -- the operator's view -----------------------------------------------------------------------
 

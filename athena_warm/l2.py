@@ -31,6 +31,7 @@ def chunks_for(total_bytes: int) -> int:
     return max(1, -(-total_bytes // MIN_CHUNK_BYTES))
 
 MAX_GENERATION = 2**53  # a counter beyond this (or negative, or not a number) is malformed
+CLAIM_SUFFIX = "-collect"  # the collect claim: a lease keyed by the fingerprint and this
 MAX_CHUNKS = 4096  # a pointer that claims more chunks is malformed
 MIN_CHUNK_BYTES = 64 * 1024  # writers' chunks are at least this big (but the last one)
 MAX_LEASE_BYTES = 4096

@@ -7,14 +7,42 @@ Adapters are imported on first use, so importing athena_warm stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload, runtime_checkable
 
 from ._config import resolve
 from .exceptions import ConfigurationError
 
-__all__ = ["AsyncOrigin", "Column", "ColumnRows", "Origin", "QueryResult", "open_origin"]
+__all__ = ["AsyncOrigin", "Column", "ColumnRows", "Origin", "QueryResult", "open_origin",
+           "time_left"]
+
+# The deadline of the refresh running in this context: (deadline, the clock it is on).
+_DEADLINE: contextvars.ContextVar[tuple[float, Callable[[], float]] | None] = \
+    contextvars.ContextVar("athena_warm_deadline", default=None)
+
+
+def time_left() -> float | None:
+    """Seconds left for the origin call in progress: the invocation's remaining time, less a
+    margin to hand the result over (None outside an invocation). An origin bounds its waits,
+    retries and network calls by it, so that no call outlives the invocation."""
+    scope = _DEADLINE.get()
+    if scope is None:
+        return None
+    deadline, clock = scope
+    return deadline - clock()
+
+
+@contextlib.contextmanager
+def deadline_scope(deadline: float | None, clock: Callable[[], float]) -> Iterator[None]:
+    """Run origin calls with ``deadline`` (on ``clock``) visible to them through time_left()."""
+    token = _DEADLINE.set(None if deadline is None else (deadline, clock))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
