@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -264,3 +265,118 @@ def test_no_copy_and_no_time_fails_fast(duck: Any, clocks: Clocks) -> None:
     with pytest.raises(DeadlineError, match=r"0\.2 s left in this invocation is not enough"):
         clocks.cache(origin).get("customers", remaining=0.2)
     assert origin.calls == 0
+
+
+# -- throttling, deadlines and handed-over queries (issue 11) -------------------------------------
+
+
+def _throttle(client: Any, operation: str, calls: list[str]) -> Callable[[], None]:
+    """Every call of ``operation`` on ``client`` is throttled until the returned function is
+    called; ``calls`` records each attempt."""
+    from botocore.exceptions import ClientError
+
+    on = [True]
+
+    def hook(**_: Any) -> None:
+        calls.append(operation)
+        if on[0]:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+    client.meta.events.register(f"before-call.athena.{operation}", hook)
+    return lambda: on.__setitem__(0, False)
+
+
+def test_max_attempts_counts_every_attempt(athena: Any, clock: FakeClock) -> None:
+    calls: list[str] = []
+    _throttle(athena.clients()[0], "StartQueryExecution", calls)
+    athena.max_attempts = 3
+    with pytest.raises(OriginError, match="after 3 attempts") as ei:
+        athena.start("SELECT 1", (), database="analytics", workgroup=None, catalog=None)
+    assert len(calls) == 3 and ei.value.state == "THROTTLED"
+
+
+def test_a_throttled_start_gives_up_at_the_invocations_deadline(athena: Any,
+                                                                clock: FakeClock) -> None:
+    """Measured before: 2 s left, a throttled StartQueryExecution returned after 10 to 22 s."""
+    from athena_warm.origin import deadline_scope
+
+    calls: list[str] = []
+    _throttle(athena.clients()[0], "StartQueryExecution", calls)
+    athena.max_attempts = 100
+    began = clock()
+    with deadline_scope(clock() + 2, clock), pytest.raises(OriginError) as ei:
+        athena.start("SELECT 1", (), database="analytics", workgroup=None, catalog=None)
+    assert clock() - began <= 2.0 and 1 < len(calls) < 100
+    assert "time ran out" in str(ei.value)
+
+
+def test_a_throttled_poll_hands_the_running_query_over(athena: Any, clock: FakeClock,
+                                                       redis_url: str) -> None:
+    declare()
+    wall = FakeClock(1.7e9)
+    cache = Cache(origin=athena, l2=RedisL2(redis_url), clock=clock, wall_clock=wall,
+                  sleep=clock.advance)
+    calls: list[str] = []
+    stop_throttling = _throttle(athena.clients()[0], "GetQueryExecution", calls)
+    athena.max_attempts = 2
+    with pytest.raises(DeadlineError, match="was started and a later invocation collects it"):
+        cache.get("customers", remaining=5)
+    fingerprint = cache.declaration("customers").fingerprint
+    lease = cache.l2.info("customers", fingerprint)
+    assert lease is not None and lease.query_id and not lease.failed  # kept, not abandoned
+    stop_throttling()
+    m = cache.get("customers", remaining=30)  # collected: no second query
+    assert m.meta.query_id == lease.query_id and len(athena.double.started) == 1
+
+
+def test_a_handed_over_query_past_its_timeout_is_stopped_before_another_starts(
+        slow_athena: Any, clock: FakeClock, redis_url: str) -> None:
+    declare()
+    wall = FakeClock(1.7e9)
+    slow_athena.query_timeout = 60.0
+
+    def container() -> Cache:
+        return Cache(origin=slow_athena, l2=RedisL2(redis_url), clock=clock, wall_clock=wall,
+                     sleep=clock.advance, retry_interval=5)
+
+    a, b = container(), container()
+    with pytest.raises(DeadlineError):
+        a.get("customers", remaining=2)  # started, handed over
+    query_id = a.l2.info("customers", a.declaration("customers").fingerprint).query_id
+    wall.advance(61)  # the query runs past the origin's timeout
+    with pytest.raises(OriginError, match="query timeout of 60 s; it was stopped"):
+        b.get("customers", remaining=30)
+    execution = slow_athena.clients()[0].get_query_execution(QueryExecutionId=query_id)
+    assert execution["QueryExecution"]["Status"]["State"] == "CANCELLED"
+    assert len(slow_athena.double.started) == 1  # stopped first; nothing else ran beside it
+
+
+def test_one_container_downloads_a_finished_handed_over_result(
+        slow_athena: Any, clock: FakeClock, redis_url: str) -> None:
+    declare()
+    wall = FakeClock(1.7e9)
+
+    def container() -> Cache:
+        return Cache(origin=slow_athena, l2=RedisL2(redis_url), clock=clock, wall_clock=wall,
+                     sleep=clock.advance)
+
+    a, b = container(), container()
+    with pytest.raises(DeadlineError):
+        a.get("customers", remaining=2)
+    from moto.moto_api import state_manager
+
+    state_manager.unset_transition("athena::execution")  # it finishes
+    fingerprint = a.declaration("customers").fingerprint
+    # Another container is downloading it (holds the collect claim): b does not download too.
+    assert a.l2.acquire("customers", fingerprint + "-collect", "other00000000000", ttl=60,
+                        at=wall())
+    downloads: list[str] = []
+    slow_athena.clients()[1].meta.events.register(
+        "before-call.s3.GetObject", lambda **_: downloads.append("GetObject"))
+    with pytest.raises(DeadlineError):
+        b.get("customers", remaining=1)  # waits for the other's copy, downloads nothing
+    assert downloads == []
+    a.l2.release("customers", fingerprint + "-collect", "other00000000000")
+    m = b.get("customers", remaining=30)  # the claim is free: b collects it, once
+    assert downloads == ["GetObject"] and m.meta.query_id and len(slow_athena.double.started) == 1
