@@ -71,6 +71,7 @@ class AthenaOrigin:
     """Runs queries on Athena. Options: argument > ``ATHENA_WARM_*`` variable > default."""
 
     name = "athena"
+    supports_reuse = True  # start(reuse=...): Athena's query result reuse
 
     def __init__(
         self,
@@ -152,8 +153,10 @@ class AthenaOrigin:
         database: str | None,
         workgroup: str | None,
         catalog: str | None,
+        reuse: float | None = None,
     ) -> str:
-        """StartQueryExecution; return the QueryExecutionId."""
+        """StartQueryExecution; return the QueryExecutionId. ``reuse`` (seconds, at least 60)
+        lets Athena serve a stored result of the same query that is at most that old."""
         athena, _ = self.clients()
         request: dict[str, Any] = {
             "QueryString": sql,
@@ -167,6 +170,9 @@ class AthenaOrigin:
             request["ResultConfiguration"] = {"OutputLocation": self.s3_staging_dir}
         if params:
             request["ExecutionParameters"] = [athena_literal(v) for v in params]
+        if reuse:
+            request["ResultReuseConfiguration"] = {"ResultReuseByAgeConfiguration": {
+                "Enabled": True, "MaxAgeInMinutes": max(1, min(10080, int(reuse // 60)))}}
         response = self._call(athena.start_query_execution, None, **request)
         return str(response["QueryExecutionId"])
 
@@ -277,8 +283,11 @@ class AthenaOrigin:
                 f"({exc}). Report it with the query id; CAST the column in the SQL meanwhile.",
                 origin=self.name, state="ERROR", query_id=query_id, reason=str(exc),
             ) from exc
-        scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
-        return QueryResult(columns=columns, rows=rows, query_id=query_id, bytes_scanned=scanned)
+        stats = execution.get("Statistics", {})
+        reused = stats.get("ResultReuseInformation", {}).get("ReusedPreviousResult")
+        return QueryResult(columns=columns, rows=rows, query_id=query_id,
+                           bytes_scanned=stats.get("DataScannedInBytes"),
+                           reused_previous_result=None if reused is None else bool(reused))
 
     def query(
         self,
@@ -288,8 +297,10 @@ class AthenaOrigin:
         database: str | None,
         workgroup: str | None,
         catalog: str | None,
+        reuse: float | None = None,
     ) -> QueryResult:
-        query_id = self.start(sql, params, database=database, workgroup=workgroup, catalog=catalog)
+        query_id = self.start(sql, params, database=database, workgroup=workgroup,
+                              catalog=catalog, reuse=reuse)
         execution = self.wait(query_id)
         assert execution is not None  # no `until`: a final state or an error
         return self.fetch(query_id, execution)

@@ -105,6 +105,7 @@ class Mapping:
     on_null_key: OnNullKey = "skip"
     allow_empty: bool = False
     types: dict[str, str] = field(default_factory=dict)
+    reuse: float | None = None
     parsed_types: dict[str, SqlType] = field(init=False, repr=False, compare=False)
     key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     value_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -129,6 +130,7 @@ class Mapping:
         on_null_key: OnNullKey = "skip",
         allow_empty: bool = False,
         types: TypingMapping[str, str] | None = None,
+        reuse: str | float | timedelta | None = None,
         register: bool = True,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -181,6 +183,17 @@ class Mapping:
                 "container's TTL is shortened by up to that much, e.g. 0.1"
             )
 
+        reuse_s: float | None = None
+        if reuse is not None:
+            try:
+                reuse_s = parse_duration(reuse, what=f"mapping {name!r}: reuse")
+            except ConfigurationError as exc:
+                raise DeclarationError(str(exc)) from None
+            if not 60 <= reuse_s <= min(ttl_s, 7 * 86400):
+                raise DeclarationError(
+                    f"mapping {name!r}: reuse={reuse!r}; Athena reuses a result for 1 minute to "
+                    f"7 days, and never longer than the ttl ({ttl_s:g} s) here: give a duration "
+                    "in that range, e.g. reuse='15m', or None to turn it off")
         parsed: dict[str, SqlType] = {}
         if types is not None:  # the type parser loads only for declarations that use it
             from ._types import parse_types
@@ -204,6 +217,7 @@ class Mapping:
         s(self, "allow_empty", bool(allow_empty))
         s(self, "types", {k: str(v) for k, v in sorted(parsed.items())})
         s(self, "parsed_types", parsed)
+        s(self, "reuse", reuse_s)
         s(self, "key_columns", kcols)
         s(self, "value_columns", vcols)
         s(self, "fingerprint", self._compute_fingerprint())
@@ -332,7 +346,7 @@ def load_app(target: str) -> None:
 _TOML_KEYS = {
     "sql", "key", "value", "params", "database", "workgroup", "catalog", "ttl", "max_stale",
     "ttl_jitter",
-    "on_duplicate", "on_null_key", "allow_empty", "types",
+    "on_duplicate", "on_null_key", "allow_empty", "types", "reuse",
 }
 
 

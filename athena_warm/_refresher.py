@@ -118,14 +118,16 @@ class Refresher:
             name=decl.name, tier="origin", source="origin", generation=number,
             loaded_at=created_at, rows=len(view), fingerprint=decl.fingerprint,
             null_keys_skipped=built.null_keys_skipped, nbytes=built.nbytes,
-            query_id=result.query_id)
-        emit(logging.INFO, "load", "athena-warm: loaded %s from %s: %d rows in %.0f ms", decl.name,
-             self.origin().name, len(view), seconds * 1000,
+            query_id=result.query_id, reused_previous_result=result.reused_previous_result)
+        emit(logging.INFO, "load", "athena-warm: loaded %s from %s: %d rows in %.0f ms%s",
+             decl.name, self.origin().name, len(view), seconds * 1000,
+             " (Athena reused a stored result)" if result.reused_previous_result else "",
              extra={"mapping": decl.name, "tier": "origin", "rows": len(view),
                     "nbytes": built.nbytes, "ms": round(seconds * 1000, 1),
                     "query_id": result.query_id, "generation": number,
                     "null_keys_skipped": built.null_keys_skipped,
-                    "bytes_scanned": result.bytes_scanned})
+                    "bytes_scanned": result.bytes_scanned,
+                    "reused_previous_result": result.reused_previous_result})
         return self.entry(decl, view, age=max(0.0, age), number=number, epoch=epoch,
                           nbytes=built.nbytes, load_seconds=seconds)
 
@@ -222,7 +224,8 @@ class Refresher:
         with self.span("## athena-warm origin query"), deadline_scope(until, self.clock):
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
-                                        workgroup=decl.workgroup, catalog=decl.catalog)
+                                        workgroup=decl.workgroup, catalog=decl.catalog,
+                                        **_start_options(origin, decl))
                 lease = dataclasses.replace(lease, query_id=query_id, at=created_at)
                 leases.update(decl, lease)
                 max_wait = None if until is None else max(0.0, until - self.clock())
@@ -458,7 +461,8 @@ class Refresher:
         with self.span("## athena-warm origin query"), deadline_scope(None, self.clock):
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
-                                        workgroup=decl.workgroup, catalog=decl.catalog)
+                                        workgroup=decl.workgroup, catalog=decl.catalog,
+                                        **_start_options(origin, decl))
                 execution = origin.wait(query_id)
                 assert execution is not None
                 result = origin.fetch(query_id, execution)
@@ -475,6 +479,13 @@ class Refresher:
             return False
         return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
                                    load_seconds=entry.load_seconds, token=None) == "written"
+
+
+def _start_options(origin: Origin, decl: Mapping) -> dict[str, Any]:
+    """Options of a start only some origins take: Athena's result reuse (``reuse=``)."""
+    if decl.reuse and getattr(origin, "supports_reuse", False):
+        return {"reuse": decl.reuse}
+    return {}
 
 
 def _still_running(exc: OriginError, query_id: str) -> bool:

@@ -31,6 +31,7 @@ class MappingMeta:
     null_keys_skipped: int = 0
     nbytes: int = 0
     query_id: str | None = None
+    reused_previous_result: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

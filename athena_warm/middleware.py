@@ -70,6 +70,8 @@ class InvocationMetrics:
                 scanned = fields.get("bytes_scanned") or 0
                 c["AthenaBytesScanned"] += scanned
                 c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
+                if fields.get("reused_previous_result"):
+                    c["AthenaResultsReused"] += 1
             elif event == "load" and tier == "l2":
                 c["L2Loads"] += 1
             elif event == "refresh_failed":

@@ -107,6 +107,7 @@ class QueryResult:
     rows: Sequence[tuple[Any, ...]]
     query_id: str | None = None
     bytes_scanned: int | None = None
+    reused_previous_result: bool | None = None  # Athena served a stored result (``reuse=``)
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -161,6 +162,9 @@ class AthenaDouble:
         self.started: list[dict[str, Any]] = []  # every StartQueryExecution request
         self.failures: dict[str, str] = {}  # query id -> reason reported as FAILED
         self.cancel_next = False
+        self.last_run: dict[Any, float] = {}  # query -> when it last ran (result reuse)
+        self.reused: set[str] = set()  # query ids Athena answered from a stored result
+        self._pending_reuse = False
         self._pending_csv: bytes | None = None
         self._pending_error: str | None = None
         self._memo: dict[Any, tuple[Any, Any, bytes]] | None = {} if memo else None
@@ -172,6 +176,16 @@ class AthenaDouble:
     def _before_start(self, params: dict[str, Any], **_: Any) -> None:
         self.started.append(params)
         self._pending_csv = self._pending_error = None
+        self._pending_reuse = False
+        reuse = params.get("ResultReuseConfiguration", {}).get("ResultReuseByAgeConfiguration", {})
+        query_key = (params["QueryString"], tuple(params.get("ExecutionParameters", ())),
+                     params.get("QueryExecutionContext", {}).get("Database"))
+        last = self.last_run.get(query_key)
+        if reuse.get("Enabled") and last is not None and \
+                time.time() - last <= 60 * int(reuse.get("MaxAgeInMinutes", 60)):
+            self._pending_reuse = True  # Athena serves the stored result; nothing is scanned
+        else:
+            self.last_run[query_key] = time.time()
         memo_key = (params["QueryString"], tuple(params.get("ExecutionParameters", ())),
                     params.get("QueryExecutionContext", {}).get("Database"))
         if self._memo is not None and memo_key in self._memo:
@@ -212,6 +226,8 @@ class AthenaDouble:
         qid = parsed["QueryExecutionId"]
         if self._pending_error is not None:
             self.failures[qid] = self._pending_error
+        if self._pending_reuse:
+            self.reused.add(qid)
         execution = self.backend.executions[qid]
         out = (execution.config or {}).get("OutputLocation")
         if out and self._pending_csv is not None:
@@ -223,6 +239,12 @@ class AthenaDouble:
 
     def _after_get(self, parsed: dict[str, Any], **_: Any) -> None:
         qe = parsed.get("QueryExecution", {})
+        if "Statistics" in qe or qe.get("QueryExecutionId") in self.reused:
+            stats = qe.setdefault("Statistics", {})
+            reused = qe.get("QueryExecutionId") in self.reused
+            stats["ResultReuseInformation"] = {"ReusedPreviousResult": reused}
+            if reused:
+                stats["DataScannedInBytes"] = 0
         reason = self.failures.get(qe.get("QueryExecutionId", ""))
         if reason is not None:
             qe["Status"] = {"State": "FAILED", "StateChangeReason": reason,

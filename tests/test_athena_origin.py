@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from athena_warm.adapters.athena import AthenaOrigin, athena_literal
 from botocore.awsrequest import AWSResponse
 
+import athena_warm
 from athena_warm import Mapping, OriginError, OriginTimeoutError
 from tests.athena_double import AthenaDouble, parse_literal
 from tests.conftest import REGION, FakeClock
@@ -150,3 +152,44 @@ def test_a_mapping_loads_through_athena(athena: Any, make_cache: Any) -> None:
     assert m.meta.query_id in athena.double.backend.executions
     assert boto3.client("s3", region_name=REGION).list_objects_v2(
         Bucket="athena-results")["KeyCount"] >= 1
+
+
+# -- Athena's own result reuse, opt-in per mapping (issue 11) -------------------------------------
+
+
+def test_result_reuse_lets_cold_containers_share_one_scan(athena: Any, clock: Any,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    Mapping("reused", sql="SELECT customer_id, account_id FROM customers", key="customer_id",
+            value="account_id", database="analytics", ttl="1h", reuse="15m")
+    first = athena_warm.Cache(origin=athena, l2=False, clock=clock).get("reused")
+    with caplog.at_level(logging.INFO, logger="athena_warm"):
+        second = athena_warm.Cache(origin=athena, l2=False, clock=clock).get("reused")
+    starts = athena.double.started
+    assert starts[-1]["ResultReuseConfiguration"] == {
+        "ResultReuseByAgeConfiguration": {"Enabled": True, "MaxAgeInMinutes": 15}}
+    assert first.meta.reused_previous_result is False
+    assert second.meta.reused_previous_result is True and dict(second) == dict(first)
+    assert "Athena reused a stored result" in caplog.text
+
+
+def test_without_reuse_nothing_is_asked(athena: Any, clock: Any) -> None:
+    Mapping("not_reused", sql="SELECT customer_id, account_id FROM customers",
+            key="customer_id", value="account_id", database="analytics")
+    athena_warm.Cache(origin=athena, l2=False, clock=clock).get("not_reused")
+    assert "ResultReuseConfiguration" not in athena.double.started[-1]
+
+
+@pytest.mark.parametrize("reuse, ttl", [("30s", "1h"), ("2h", "1h"), ("8d", "30d"), ("x", "1h")])
+def test_reuse_must_fit_athenas_range_and_the_ttl(reuse: str, ttl: str) -> None:
+    with pytest.raises(athena_warm.DeclarationError, match="reuse"):
+        Mapping("bad_reuse", sql="SELECT 1 AS a", key="a", ttl=ttl, reuse=reuse,
+                register=False)
+
+
+def test_reused_results_are_counted_in_the_metrics() -> None:
+    from athena_warm.middleware import InvocationMetrics
+
+    m = InvocationMetrics(namespace=None, service=None, price_per_tb=5.0)
+    m.record({"event": "load", "mapping": "m", "tier": "origin", "bytes_scanned": 0,
+              "reused_previous_result": True})
+    assert m.counts["m"]["AthenaResultsReused"] == 1 and m.counts["m"]["OriginQueries"] == 1

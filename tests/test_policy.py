@@ -36,7 +36,7 @@ def clocks() -> Clocks:
     return Clocks()
 
 
-# -- jitter ------------------------------------------------------------------------------------
+# -- jitter ---------------------------------------------------------------------------------------
 
 
 def test_jitter_shortens_each_containers_ttl(duck: Any, clocks: Clocks) -> None:
@@ -66,7 +66,7 @@ def test_containers_loaded_together_come_due_apart(duck: Any, clocks: Clocks) ->
     assert due[-1] - due[0] > 0.1 * 3600  # spread over more than 6 of the 12 minutes
 
 
-# -- stale while revalidate, in one process ---------------------------------------------------
+# -- stale while revalidate, in one process -------------------------------------------------------
 
 
 def test_threads_get_the_stale_copy_while_one_refreshes(duck: Any) -> None:
@@ -93,7 +93,7 @@ def test_threads_get_the_stale_copy_while_one_refreshes(duck: Any) -> None:
     assert sum(1 for m in got if m is not old) == 1
 
 
-# -- stale if error, and the hard limit -------------------------------------------------------
+# -- stale if error, and the hard limit -----------------------------------------------------------
 
 
 def test_stale_if_error_up_to_max_stale_then_a_clear_error(
@@ -131,7 +131,7 @@ def test_a_failed_first_load_raises_the_origin_error(duck: Any, clocks: Clocks) 
         clocks.cache(origin).get("customers")
 
 
-# -- deadlines ---------------------------------------------------------------------------------
+# -- deadlines ------------------------------------------------------------------------------------
 
 
 class SlowOrigin(CountingOrigin):
@@ -170,7 +170,7 @@ def test_invocation_scope_passes_its_deadline(duck: Any, clocks: Clocks) -> None
     assert origin.calls == 1
 
 
-# -- leases (the lease contract itself is in test_tier_contract.py) ---------------------------
+# -- leases (the lease contract itself is in test_tier_contract.py) -------------------------------
 
 
 def test_a_lease_expires_so_a_dead_holders_work_is_taken_over(clocks: Clocks) -> None:
@@ -190,7 +190,7 @@ def test_lease_length_follows_the_refresh_deadline() -> None:
     assert lease_ttl(deadline_left=40, async_timeout=600, refresh_timeout=120) == 660
 
 
-# -- hand-over of a running Athena query ---------------------------------------------------------
+# -- hand-over of a running Athena query ----------------------------------------------------------
 
 
 @pytest.fixture
