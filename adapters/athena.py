@@ -11,6 +11,7 @@ boto3 is imported on first use; the clients are made once per container.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -259,18 +260,35 @@ class AthenaOrigin:
         from ._athena_result import convert_columns, converter_for, paused_gc, rows_to_columns
 
         athena, s3 = self.clients()
-        first = self._call(
-            athena.get_query_results, query_id, QueryExecutionId=query_id, MaxResults=1
-        )
+        output = execution.get("ResultConfiguration", {}).get("OutputLocation")
+        url = output if output and output.startswith("s3://") and output.endswith(".csv") \
+            else None
+        # The result file downloads while GetQueryResults says what its columns are: one round
+        # trip instead of two.
+        body: list[bytes | str] = []
+        download = None
+        if url is not None:
+            context = contextvars.copy_context()  # the deadline goes along
+            download = threading.Thread(
+                target=lambda: body.append(context.run(self._download, s3, query_id, url)),
+                name="athena-warm-result-download", daemon=True)
+            download.start()
+        try:
+            first = self._call(
+                athena.get_query_results, query_id, QueryExecutionId=query_id, MaxResults=1
+            )
+        finally:
+            if download is not None:
+                download.join()
         info = first["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
         columns = tuple(Column(c["Name"], _type_name(c)) for c in info)
         converters = [converter_for(str(c.get("Type", "varchar"))) for c in info]
-        output = execution.get("ResultConfiguration", {}).get("OutputLocation")
         try:
             with paused_gc():
                 raw = None
-                if output and output.startswith("s3://") and output.endswith(".csv"):
-                    raw = self._read_csv(s3, query_id, output, len(columns))
+                if url is not None:
+                    raw = self._parse_csv(body[0] if body else "no download", query_id, url,
+                                          len(columns))
                 if raw is None:
                     raw = rows_to_columns(self._read_pages(athena, query_id), len(columns))
                 if raw and raw[0] and [c[0] for c in raw] == [c.name for c in columns]:
@@ -307,23 +325,32 @@ class AthenaOrigin:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _read_csv(self, s3: Any, query_id: str, url: str,
-                  width: int) -> list[list[str | None]] | None:
-        """The result file's columns, or None (logged) when it cannot be read: the caller pages
-        GetQueryResults instead."""
-        from ._athena_result import ResultFileError, read_columns
-
+    def _download(self, s3: Any, query_id: str, url: str) -> bytes | str:
+        """The result file's bytes, or why it could not be read (never raises: the caller
+        pages GetQueryResults instead)."""
         bucket, _, key = url[len("s3://") :].partition("/")
         try:
             response = self._call(s3.get_object, query_id, Bucket=bucket, Key=key)
-            return read_columns(response["Body"].read(), width)
-        except (OriginError, ResultFileError) as exc:
-            reason = exc.reason if isinstance(exc, OriginError) else str(exc)
+            return bytes(response["Body"].read())
+        except OriginError as exc:
+            return exc.reason or str(exc)
         except Exception as exc:  # the body's stream: a reset connection, a timeout
-            reason = f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}"
+
+    def _parse_csv(self, body: bytes | str, query_id: str, url: str,
+                   width: int) -> list[list[str | None]] | None:
+        """The result file's columns, or None (logged) when it could not be downloaded or read:
+        the caller pages GetQueryResults instead."""
+        from ._athena_result import ResultFileError, read_columns
+
+        if isinstance(body, bytes):
+            try:
+                return read_columns(body, width)
+            except ResultFileError as exc:
+                body = str(exc)
         log.warning(
             "athena-warm: cannot read the result file %s (%s); paging GetQueryResults instead. "
-            "Grant s3:GetObject on the staging dir to read results faster.", url, reason,
+            "Grant s3:GetObject on the staging dir to read results faster.", url, body,
             extra={"query_id": query_id},
         )
         return None

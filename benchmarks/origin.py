@@ -171,7 +171,10 @@ def memory_child(name: str, rows: int) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     before = _status("VmRSS")
     result = fn()
-    print(json.dumps({"peak": _status("VmHWM") - before, "n": len(result)}))
+    peak = _status("VmHWM") - before
+    from athena_warm._build import estimate_bytes
+
+    print(json.dumps({"peak": peak, "n": len(result), "mapping": estimate_bytes(dict(result))}))
 
 
 def main() -> None:
@@ -210,25 +213,33 @@ def main() -> None:
             fn()
             samples[name].append((time.perf_counter() - s) * 1000)
     memory: dict[str, int] = {}
+    mapping_bytes: dict[str, int] = {}
     if not args.no_memory:
         for name in cases:
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", name, "--rows", str(args.rows)],
                 capture_output=True, text=True, cwd=ROOT, check=False)
             try:
-                memory[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                memory[name], mapping_bytes[name] = got["peak"], got["mapping"]
             except (IndexError, ValueError, KeyError):
                 print(f"(memory of {name} not measured: {out.stderr.strip()[-300:]})")
     ours = statistics.median(samples["athena-warm"]) if "athena-warm" in samples else None
     print(f"{args.rows:,} rows, median of {args.runs} runs (Python {sys.version.split()[0]})")
-    print("| reader | median ms | best ms | x athena-warm | peak MiB | API calls |")
-    print("|---|---|---|---|---|---|")
+    print("| reader | median ms | best ms | x athena-warm | peak MiB | peak / mapping "
+          "| API calls |")
+    print("|---|---|---|---|---|---|---|")
     for name, s in samples.items():
         med = statistics.median(s)
         ratio = f"{med / ours:.2f}" if ours else "-"
         peak = f"{memory[name] / 2**20:.0f}" if name in memory else "-"
+        share = f"{memory[name] / mapping_bytes[name]:.1f}" if name in memory else "-"
         calls = ", ".join(f"{k} {v}" for k, v in sorted(api[name].items()))
-        print(f"| {name} | {med:.0f} | {min(s):.0f} | {ratio} | {peak} | {calls} |")
+        print(f"| {name} | {med:.0f} | {min(s):.0f} | {ratio} | {peak} | {share} | {calls} |")
+    if mapping_bytes:
+        built = next(iter(mapping_bytes.values()))
+        print(f"(the built mapping: {built / 2**20:.0f} MiB by athena-warm's estimate; peak is "
+              "the growth of the resident set during one load, in a fresh process)")
 
 
 if __name__ == "__main__":
