@@ -168,13 +168,23 @@ def memory_child(name: str, rows: int) -> None:
     del fn
     gc.collect()
     fn = readers(session)[name]
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what the warm-up freed goes back to the system
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     before = _status("VmRSS")
     result = fn()
     peak = _status("VmHWM") - before
-    from athena_warm._build import estimate_bytes
+    del result
+    gc.collect()
+    import tracemalloc
 
-    print(json.dumps({"peak": peak, "n": len(result), "mapping": estimate_bytes(dict(result))}))
+    tracemalloc.start()  # Python's own allocations, exactly: the peak against what is kept
+    result = fn()
+    kept, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(json.dumps({"peak": peak, "n": len(result), "mapping": kept,
+                      "traced_peak": traced_peak}))
 
 
 def main() -> None:
@@ -214,6 +224,7 @@ def main() -> None:
             samples[name].append((time.perf_counter() - s) * 1000)
     memory: dict[str, int] = {}
     mapping_bytes: dict[str, int] = {}
+    traced: dict[str, int] = {}
     if not args.no_memory:
         for name in cases:
             out = subprocess.run(
@@ -222,24 +233,26 @@ def main() -> None:
             try:
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 memory[name], mapping_bytes[name] = got["peak"], got["mapping"]
+                traced[name] = got["traced_peak"]
             except (IndexError, ValueError, KeyError):
                 print(f"(memory of {name} not measured: {out.stderr.strip()[-300:]})")
     ours = statistics.median(samples["athena-warm"]) if "athena-warm" in samples else None
     print(f"{args.rows:,} rows, median of {args.runs} runs (Python {sys.version.split()[0]})")
-    print("| reader | median ms | best ms | x athena-warm | peak MiB | peak / mapping "
+    print("| reader | median ms | best ms | x athena-warm | peak RSS MiB | traced peak / kept "
           "| API calls |")
     print("|---|---|---|---|---|---|---|")
     for name, s in samples.items():
         med = statistics.median(s)
         ratio = f"{med / ours:.2f}" if ours else "-"
         peak = f"{memory[name] / 2**20:.0f}" if name in memory else "-"
-        share = f"{memory[name] / mapping_bytes[name]:.1f}" if name in memory else "-"
+        share = f"{traced[name] / mapping_bytes[name]:.1f}" if name in memory else "-"
         calls = ", ".join(f"{k} {v}" for k, v in sorted(api[name].items()))
         print(f"| {name} | {med:.0f} | {min(s):.0f} | {ratio} | {peak} | {share} | {calls} |")
-    if mapping_bytes:
-        built = next(iter(mapping_bytes.values()))
-        print(f"(the built mapping: {built / 2**20:.0f} MiB by athena-warm's estimate; peak is "
-              "the growth of the resident set during one load, in a fresh process)")
+    if "athena-warm" in mapping_bytes:
+        print(f"(peak RSS: the growth of the resident set during one load, after a warm-up, in "
+              f"a fresh process; traced: Python's allocations under tracemalloc, the peak over "
+              f"what the load keeps, {mapping_bytes['athena-warm'] / 2**20:.0f} MiB for "
+              "athena-warm's mapping; pyarrow's and pandas' native buffers are not traced)")
 
 
 if __name__ == "__main__":
