@@ -102,7 +102,11 @@ def _split_quoted(text: str, width: int) -> list[list[str | None]] | None:
     parts = text.split('"')
     separators = parts[0::2]  # '' before the first quote, then ',' or '\n' after each value
     records, extra = divmod(len(separators) - 1, width)
-    if extra or separators[0] or separators[1:] != ([","] * (width - 1) + ["\n"]) * records:
+    # Every width-th separator ends a record ('\n'), every other one is ',': with exactly as
+    # many of each as that needs, no other order is possible.
+    if extra or separators[0] or separators[width::width].count("\n") != records \
+            or separators.count("\n") != records \
+            or separators.count(",") != records * (width - 1):
         return None
     values: list[str | None] = parts[1::2]  # type: ignore[assignment]
     return [values[i::width] for i in range(width)]

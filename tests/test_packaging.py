@@ -52,3 +52,15 @@ def test_wheel_contents(tmp_path: Path) -> None:
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "athena-warm = athena_warm.cli:main" in text
+
+
+def test_the_runtime_needs_no_pyathena() -> None:
+    """The Athena origin reads results itself (issue 11): pyathena, whose floor was wrong (the
+    reader it imported first shipped in 3.23), is no longer a runtime dependency; the tests and
+    benchmarks install it only to compare against."""
+    from importlib.metadata import requires
+
+    runtime = [r for r in requires("athena-warm") or [] if "extra ==" not in r]
+    assert not [r for r in runtime if r.lower().startswith("pyathena")], runtime
+    source = (Path(__file__).parent.parent / "adapters" / "athena.py").read_text()
+    assert "pyathena" not in source.replace("PyAthena", "")
