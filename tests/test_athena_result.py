@@ -158,6 +158,7 @@ def test_the_simple_file_is_read_without_the_csv_module() -> None:
     (b'"a","b"\n"c"\n', "has 1 fields where the result has 2"),
     (b'"a","b"\n"c" x,"d"\n', "not valid CSV|fields"),
     (b'"a,"b"\n', "not valid CSV|fields"),
+    (b'"a","b","c"\n"d"\n', "has 3 fields"),  # the right separator counts, in a wrong order
 ])
 def test_a_file_that_is_not_athenas_csv_is_a_result_file_error(data: bytes, match: str) -> None:
     with pytest.raises(ResultFileError, match=match):
