@@ -18,6 +18,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -174,7 +175,11 @@ class AthenaOrigin:
         if reuse:
             request["ResultReuseConfiguration"] = {"ResultReuseByAgeConfiguration": {
                 "Enabled": True, "MaxAgeInMinutes": max(1, min(10080, int(reuse // 60)))}}
-        response = self._call(athena.start_query_execution, None, **request)
+        # One token for every attempt: a retry after a lost response never starts a second
+        # query (Athena returns the first one's id).
+        request["ClientRequestToken"] = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        response = self._call(athena.start_query_execution, None,
+                              _abandoned=self._stop_started, **request)
         return str(response["QueryExecutionId"])
 
     def wait(self, query_id: str, *, max_wait: float | None = None) -> dict[str, Any] | None:
@@ -369,7 +374,16 @@ class AthenaOrigin:
             if not token:
                 return out
 
-    def _call(self, fn: Callable[..., Any], query_id: str | None, **kwargs: Any) -> Any:
+    def _stop_started(self, response: Any) -> None:
+        """A StartQueryExecution that answered after its caller gave up: stop that query."""
+        query_id = response.get("QueryExecutionId") if isinstance(response, dict) else None
+        if query_id:
+            log.warning("athena-warm: query %s started after the invocation gave up on it; "
+                        "stopping it", query_id, extra={"query_id": query_id})
+            self.stop(str(query_id))
+
+    def _call(self, fn: Callable[..., Any], query_id: str | None, *,
+              _abandoned: Callable[[Any], None] | None = None, **kwargs: Any) -> Any:
         """Call boto3 with at most ``max_attempts`` attempts in all, retrying throttling, 5xx
         and dropped connections with jittered backoff, never past the time left in the
         invocation; every error becomes one OriginError with AWS's reason."""
@@ -387,7 +401,13 @@ class AthenaOrigin:
                     origin=self.name, state="DEADLINE", query_id=query_id,
                     reason="no time left in the invocation")
             try:
-                return fn(**kwargs)
+                return _bounded(fn, kwargs, left, _abandoned)
+            except _OutOfTime:
+                raise OriginError(
+                    f"Athena {op} did not answer in the {left:.1f} s the invocation had left"
+                    + (f" (query {query_id})" if query_id else ""),
+                    origin=self.name, state="DEADLINE", query_id=query_id,
+                    reason="no answer before the invocation's deadline") from None
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
@@ -439,6 +459,48 @@ class AthenaOrigin:
             f"Athena {op} failed" + (f" for query {query_id}" if query_id else "")
             + f"{tries}: {reason}.{hint}",
             origin=self.name, state=state, query_id=query_id, reason=reason)
+
+
+_SOCKET_BOUND = 13.0  # a call's own worst case: 3 s to connect + 10 s for a read
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _bounded(fn: Callable[..., Any], kwargs: dict[str, Any], left: float | None,
+             abandoned: Callable[[Any], None] | None) -> Any:
+    """``fn(**kwargs)``, given up after ``left`` seconds when its sockets could take longer:
+    the call then finishes on a daemon thread, and ``abandoned`` gets its response."""
+    if left is None or left >= _SOCKET_BOUND:
+        return fn(**kwargs)
+    lock = threading.Lock()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            value, error = fn(**kwargs), None
+        except BaseException as exc:  # handed to the caller, if it still waits
+            value, error = None, exc
+        with lock:
+            box["value"], box["error"] = value, error
+            done.set()
+            late = box.get("abandoned", False)
+        if late and error is None and abandoned is not None:
+            abandoned(value)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name="athena-warm-aws-call",
+                     daemon=True).start()
+    done.wait(max(0.0, left))
+    with lock:
+        if not done.is_set():
+            box["abandoned"] = True
+            raise _OutOfTime
+    if box["error"] is not None:
+        raise box["error"]
+    return box["value"]
 
 
 def _is_transient(exc: Exception) -> bool:

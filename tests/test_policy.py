@@ -380,3 +380,29 @@ def test_one_container_downloads_a_finished_handed_over_result(
     a.l2.release("customers", fingerprint + "-collect", "other00000000000")
     m = b.get("customers", remaining=30)  # the claim is free: b collects it, once
     assert downloads == ["GetObject"] and m.meta.query_id and len(slow_athena.double.started) == 1
+
+
+def test_a_call_that_hangs_is_given_up_at_the_deadline(athena: Any) -> None:
+    """Sockets may take 3 s + 10 s: with less time left, a call that does not answer is given
+    up when the invocation's time is over, and a query it started after that is stopped."""
+    import time
+
+    from athena_warm.origin import deadline_scope
+
+    def slow(**_: Any) -> None:
+        time.sleep(1.0)
+
+    athena_client = athena.clients()[0]
+    athena_client.meta.events.register("before-call.athena.StartQueryExecution", slow)
+    began = time.monotonic()
+    with deadline_scope(time.monotonic() + 0.3, time.monotonic), \
+            pytest.raises(OriginError, match="did not answer") as ei:
+        athena.start("SELECT 1", (), database="analytics", workgroup=None, catalog=None)
+    assert time.monotonic() - began < 0.9 and ei.value.state == "DEADLINE"
+    time.sleep(1.5)  # the abandoned call answers on its thread, and stops its query
+    (request,) = athena.double.started
+    assert request["ClientRequestToken"]
+    ids = athena_client.list_query_executions()["QueryExecutionIds"]
+    states = {athena_client.get_query_execution(QueryExecutionId=q)["QueryExecution"]["Status"]
+              ["State"] for q in ids}
+    assert states == {"CANCELLED"}
