@@ -123,7 +123,9 @@ def _read_records(text: str, width: int) -> list[list[Any]]:
             if "" in chain.from_iterable(rows):  # "" or NULL: only the raw text tells
                 rows = _read_tracking_lines(text, width)
     except csv.Error as exc:
-        raise ResultFileError(f"the result file is not valid CSV: {exc}") from None
+        if "NUL" not in str(exc):
+            raise ResultFileError(f"the result file is not valid CSV: {exc}") from None
+        rows = _read_exact(text)  # Python < 3.11's csv refuses NUL characters
     for i, row in enumerate(rows):
         if len(row) != width:
             if not row and width == 1:  # one NULL column: an empty line
@@ -132,6 +134,28 @@ def _read_records(text: str, width: int) -> list[list[Any]]:
             raise ResultFileError(
                 f"record {i + 1} of the result file has {len(row)} fields where the result "
                 f"has {width} columns")
+    return rows
+
+
+_RECORD_FIELD = re.compile(r'(?:"((?:[^"]|"")*)")?(,|\r\n|\n|\r|$)')
+
+
+def _read_exact(text: str) -> list[list[Any]]:
+    """Every record by a regular expression: slower than the csv module, and exact on any file
+    Athena writes (a NUL character too)."""
+    rows: list[list[Any]] = []
+    row: list[Any] = []
+    i, n = 0, len(text)
+    while i < n:
+        m = _RECORD_FIELD.match(text, i)
+        if m is None or (not m.group(2) and m.end() < n):
+            raise ResultFileError(f"the result file is not valid CSV near character {i}")
+        value = m.group(1)
+        row.append(None if value is None else value.replace('""', '"'))
+        i = m.end()
+        if m.group(2) != ",":
+            rows.append(row)
+            row = []
     return rows
 
 

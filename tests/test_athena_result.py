@@ -20,6 +20,7 @@ import boto3
 import pytest
 from athena_warm.adapters._athena_result import (
     ResultFileError,
+    _read_exact,
     converter_for,
     read_columns,
 )
@@ -123,6 +124,8 @@ def test_the_values_are_the_ones_pyathena_gives() -> None:
             ours = converter_for(athena_type)
             mine = text if ours is None else ours(text)
             expected = theirs.convert(athena_type, text)
+            if expected == text and athena_type not in ("varchar", "char"):
+                continue  # this PyAthena version does not convert the type (older ones: time tz)
             assert same(mine, expected) or mine == expected, (athena_type, text, mine, expected)
 
 
@@ -143,7 +146,9 @@ VALUE = st.none() | st.text(st.characters(codec="utf-8"), max_size=12) | st.samp
 @given(st.integers(1, 4).flatmap(lambda w: st.lists(st.tuples(*[VALUE] * w), max_size=8)))
 def test_any_file_athena_writes_reads_back_exactly(rows: list[tuple[str | None, ...]]) -> None:
     width = len(rows[0]) if rows else 1
-    columns = read_columns(athena_csv(rows), width)
+    data = athena_csv(rows)
+    assert [tuple(r) for r in _read_exact(data.decode())] == rows  # the NUL path (< 3.11)
+    columns = read_columns(data, width)
     assert [tuple(c[i] for c in columns) for i in range(len(rows))] == rows
     assert all(len(c) == len(rows) for c in columns)
 
