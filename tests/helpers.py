@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from athena_warm import Mapping, QueryResult
@@ -40,3 +42,21 @@ def declare(name: str = "customers", **kw: Any) -> Mapping:
         key="customer_id", value="account_id", ttl="1h", max_stale="1d", ttl_jitter=0)
     opts.update(kw)
     return Mapping(name, **opts)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that also tells NaN from NaN, -0.0 from 0.0, types apart (1 is not 1.0), dict
+    key order and time zones."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
+                                                      math.copysign(1, b))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(same(k, k2) and same(a[k], b[k2])
+                                        for k, k2 in zip(a, b, strict=True))
+    if isinstance(a, datetime):
+        return a == b and a.utcoffset() == b.utcoffset()
+    return bool(a == b)

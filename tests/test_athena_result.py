@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from athena_warm import OriginError
 from tests.athena_double import AthenaDouble
 from tests.conftest import REGION, FakeClock
+from tests.helpers import same
 
 SQL = "SELECT id, big, dbl, dec, day, ts, txt, flag FROM fidelity ORDER BY id"
 NAN = float("nan")
@@ -47,15 +48,6 @@ EXPECTED = [
     (6, 7, 5e-324, Decimal("1.5"), date(2000, 1, 1), datetime(2000, 1, 1, 0, 0, 0, 1000),
      "ünïcødé 😀 中文 'single' \"\"", False),
 ]
-
-
-def same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
-                                                      math.copysign(1, b))
-    return bool(a == b)
 
 
 def run(origin: Any, sql: str = SQL) -> Any:

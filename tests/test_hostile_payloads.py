@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from athena_warm._codec import (
     decode,
     encode,
 )
+from tests.helpers import same
 
 FP = "0123456789abcdef"
 EPOCH = "00112233445566aa"
@@ -206,22 +206,6 @@ SCALARS = st.one_of(
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.tuples(inner, inner),
     st.dictionaries(st.text(max_size=5), inner, max_size=4)), max_leaves=12)
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equality that also tells NaN from NaN, -0.0 from 0.0, and types apart."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
-                                                      math.copysign(1, b))
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, datetime):
-        return a == b and a.utcoffset() == b.utcoffset()
-    return bool(a == b)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

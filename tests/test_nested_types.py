@@ -9,7 +9,6 @@ against the type DuckDB knows, so development finds a missing or wrong one.
 
 from __future__ import annotations
 
-import math
 import string
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -25,6 +24,7 @@ from athena_warm import ColumnTypeError, DeclarationError, Mapping, MemoryTier
 from athena_warm._types import TypeSignatureError, from_text, parse_type
 from tests.athena_double import _text
 from tests.faults import Clocks, container
+from tests.helpers import same
 
 NESTED_TYPES = {
     "tags": "array(varchar)",
@@ -57,21 +57,6 @@ def _load(origin: Any, make_cache: Any, name: str = "nested", **kw: Any) -> Any:
     return make_cache(origin).get(decl.name)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with the exact Python type at every level (1 is not 1.0, -0.0 is not 0.0)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(k, k2) and _same(a[k], b[k2])
-                                          for k, k2 in zip(a, b, strict=True))
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
-                                                      math.copysign(1, b))
-    return bool(a == b)
-
-
 # --- both origins, one answer --------------------------------------------------------------------
 
 
@@ -80,7 +65,7 @@ def test_both_origins_return_the_same_typed_nested_values(any_origin: Any,
     view = _load(any_origin, make_cache)
     assert set(view) == set(EXPECTED)
     for key, row in EXPECTED.items():
-        assert _same(dict(view[key]), row), (any_origin.name, key, view[key])
+        assert same(dict(view[key]), row), (any_origin.name, key, view[key])
 
 
 def test_the_athena_origin_returns_the_text_of_a_nested_column_for_the_core_to_type(
@@ -127,7 +112,7 @@ def test_nested_values_are_served_from_l2_unchanged(lake: Path) -> None:
     reader = container(clocks, tier, NoOrigin())
     second = reader.get("nested_l2")
     for key in EXPECTED:
-        assert _same(dict(second[key]), dict(first[key])) and _same(dict(second[key]),
+        assert same(dict(second[key]), dict(first[key])) and same(dict(second[key]),
                                                                     EXPECTED[key])
 
 
@@ -252,7 +237,7 @@ def test_athena_text_round_trips_for_every_type(case: tuple[str, Any]) -> None:
     sig, value = case
     t = parse_type(sig)
     assert str(parse_type(str(t))) == str(t)
-    assert _same(from_text(_text(value), t), value), (sig, _text(value))
+    assert same(from_text(_text(value), t), value), (sig, _text(value))
 
 
 def test_text_form_details() -> None:
