@@ -27,6 +27,7 @@ from typing import Any
 from .._config import resolve, resolve_seconds
 from ..exceptions import ConfigurationError, OriginError, OriginTimeoutError
 from ..origin import Column, QueryResult, time_left
+from . import _validators
 
 log = logging.getLogger("athena_warm")
 
@@ -116,6 +117,9 @@ class AthenaOrigin:
         self._sleep = sleep
         self._clock = clock
         self._clients: tuple[Any, Any] | None = None
+        self._glue: Any = None
+        self.validate_max_keys: int = resolve(None, "VALIDATE_MAX_KEYS",
+                                              _validators.DEFAULT_MAX_KEYS, int)
         self._lock = threading.Lock()
         # Called after every status poll with {query_id, state, elapsed_s, scanned_bytes}:
         # the CLI shows a long query's progress with it.
@@ -129,21 +133,66 @@ class AthenaOrigin:
             with self._lock:
                 if self._clients is None:
                     import boto3
-                    from botocore.config import Config
 
                     session = self._session or boto3.session.Session()
-                    config = Config(
-                        region_name=self.region,
-                        # one attempt per call: _call retries, within the invocation's time
-                        retries={"mode": "standard", "total_max_attempts": 1},
-                        connect_timeout=3,
-                        read_timeout=10,
-                    )
+                    config = self._config()
                     self._clients = (
                         session.client("athena", config=config),
                         session.client("s3", config=config),
                     )
         return self._clients
+
+    def _config(self) -> Any:
+        from botocore.config import Config
+
+        return Config(
+            region_name=self.region,
+            # one attempt per call: _call retries, within the invocation's time
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=3,
+            read_timeout=10,
+        )
+
+    def glue(self) -> Any:
+        """The Glue client (change validators), made on first use."""
+        if self._glue is None:
+            with self._lock:
+                if self._glue is None:
+                    import boto3
+
+                    session = self._session or boto3.session.Session()
+                    self._glue = session.client("glue", config=self._config())
+        return self._glue
+
+    # -- change validators -----------------------------------------------------------------------
+
+    def validator(self, tables: Sequence[tuple[str | None, str]], *, database: str | None,
+                  catalog: str | None, listing: bool) -> str | None:
+        """A fingerprint of the tables' state from Glue (and, with ``listing``, their S3
+        files); None for a view or a location with too many files. OriginError on failure."""
+        cat = catalog or self.catalog
+        if cat.lower() != "awsdatacatalog":
+            log.info("athena-warm: no change validator for catalog %s (only the Glue "
+                     "AwsDataCatalog is read); refreshing on the TTL", cat)
+            return None
+        catalog_id = None
+        _, s3 = self.clients()
+        glue = self.glue()
+        try:
+            states = [_validators.table_state(
+                self._call, glue, s3, db or database or self.database, table,
+                catalog_id=catalog_id, listing=listing, max_keys=self.validate_max_keys)
+                for db, table in tables]
+        except _validators.Unknown as exc:
+            log.info("athena-warm: no change validator: %s; refreshing on the TTL", exc)
+            return None
+        return _validators.fingerprint(states)
+
+    def table_location(self, database: str, table: str) -> str | None:
+        """The table's S3 location from Glue (None for a view or no location)."""
+        got = self._call(self.glue().get_table, None, DatabaseName=database, Name=table)
+        loc = ((got.get("Table") or {}).get("StorageDescriptor") or {}).get("Location")
+        return loc if isinstance(loc, str) and loc.startswith("s3://") else None
 
     # -- the query lifecycle ---------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ DuckDB, never formatted into the SQL text.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,6 +195,29 @@ class DuckDBOrigin:
         finally:
             cur.close()
         return QueryResult(columns=columns, rows=rows)
+
+    def validator(self, tables: Sequence[tuple[str | None, str]], *, database: str | None,
+                  catalog: str | None = None, listing: bool = True) -> str | None:
+        """A fingerprint of the tables' files (path, size, modification time), the local
+        counterpart of Glue + S3; None when a table is not a folder or file here."""
+        if self.path.is_file():
+            st = self.path.stat()
+            return f"file:{st.st_size}:{st.st_mtime_ns}"
+        digest = hashlib.sha256()
+        for db, table in sorted(tables, key=lambda t: (t[0] or "", t[1])):
+            folder = self.path / (db or database or "default")
+            entry = folder / table
+            files = sorted(f for f in entry.rglob("*") if f.suffix in _DATA_SUFFIXES) \
+                if entry.is_dir() else [f for f in (folder.glob(f"{table}.*")
+                                                   if folder.is_dir() else ())
+                                        if f.suffix in _DATA_SUFFIXES]
+            if not files:
+                return None
+            for f in files:
+                st = f.stat()
+                digest.update(f"{f.relative_to(self.path)}\0{st.st_size}\0"
+                              f"{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:32]
 
     def close(self) -> None:
         if self._con is not None:

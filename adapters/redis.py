@@ -379,6 +379,39 @@ class RedisL2:
 
         return self._run("write", mapping, op, None)
 
+    def renew(self, mapping: str, fingerprint: str, note: str, *, created_ms: int,
+              ttl: float) -> bool | None:
+        """Extend the copy made at ``created_ms`` (pointer and chunks) and store the note beside
+        it. Two round trips, no script: a pointer switched in between only means an old
+        version's chunks live longer (the note names its copy, so it never renews another)."""
+        px = min(max(1000, int(ttl * 1000)), MAX_TTL_MS)
+
+        def op(c: Any) -> bool:
+            ptr = self._pointer(c, mapping, fingerprint)
+            if ptr is None or ptr.created_ms != created_ms:
+                return False
+            pipe = c.pipeline(transaction=False)
+            pipe.pexpire(self.key(mapping, fingerprint, "ptr"), px)
+            for i in range(ptr.chunks):
+                pipe.pexpire(self.key(mapping, fingerprint, ptr.version, str(i)), px)
+            pipe.set(self.key(mapping, fingerprint, "note"), note, px=px)
+            pipe.execute()
+            return True
+
+        return self._run("renew", mapping, op, None)
+
+    def note(self, mapping: str, fingerprint: str) -> str | None:
+        def op(c: Any) -> str | None:
+            raw = c.get(self.key(mapping, fingerprint, "note"))
+            if not isinstance(raw, bytes) or len(raw) > 2048:
+                return None
+            try:
+                return raw.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+
+        return self._run("note read", mapping, op, None)
+
     def delete(self, mapping: str, fingerprint: str) -> None:
         """Remove the pointer (the chunks expire). For tests and operators."""
         self.client().delete(self.key(mapping, fingerprint, "ptr"))

@@ -318,6 +318,19 @@ class Cache:
                     "refresh": True, "hard": hard})
         return entry.view, gen.number
 
+    def up_to_date(self, name: str) -> bool:
+        """Whether the fleet's copy in L2 was made from the current state of the tables it
+        reads (its validator matches their metadata now): a change event it already reflects
+        (EventBridge sends several per update) needs no new query. False when unknown."""
+        decl = self.declaration(name)
+        gen = self.shared.generation(name) if self.shared is not None else None
+        if gen is None or self.shared is None:
+            return False
+        got = self.shared.read(decl, gen)
+        if got is None or got.validator is None:
+            return False
+        return self.refresher.validator(decl) == got.validator
+
     def l2_status(self, name: str) -> dict[str, Any]:
         """What L2 holds for ``name``: the copy (checked end to end), the generation, the
         lease. For the operator's ``status``."""

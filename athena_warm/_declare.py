@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ._tables import TableRef
     from ._types import SqlType
 
 from ._config import parse_duration
@@ -29,6 +30,7 @@ log = logging.getLogger("athena_warm")
 ParamValue = str | int | float | bool | Decimal | date | datetime | None
 OnDuplicate = Literal["error", "first", "last"]
 OnNullKey = Literal["skip", "error"]
+Validate = Literal["auto", "glue"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,255}$")
@@ -106,6 +108,9 @@ class Mapping:
     allow_empty: bool = False
     types: dict[str, str] = field(default_factory=dict)
     reuse: float | None = None
+    tables: tuple[str, ...] = ()
+    validate: Validate | None = "auto"
+    validate_interval: float | None = None
     parsed_types: dict[str, SqlType] = field(init=False, repr=False, compare=False)
     key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     value_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -131,6 +136,9 @@ class Mapping:
         allow_empty: bool = False,
         types: TypingMapping[str, str] | None = None,
         reuse: str | float | timedelta | None = None,
+        tables: Sequence[str] | None = None,
+        validate: Validate | None = "auto",
+        validate_interval: str | float | timedelta | None = None,
         register: bool = True,
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -194,6 +202,25 @@ class Mapping:
                     f"mapping {name!r}: reuse={reuse!r}; Athena reuses a result for 1 minute to "
                     f"7 days, and never longer than the ttl ({ttl_s:g} s) here: give a duration "
                     "in that range, e.g. reuse='15m', or None to turn it off")
+        declared_tables = _tables_option(name, tables)
+        if validate is False:
+            validate = None
+        if validate not in ("auto", "glue", None):
+            raise DeclarationError(
+                f"mapping {name!r}: validate={validate!r}; use 'auto' (Glue metadata, plus an S3 "
+                "listing for plain tables), 'glue' (Glue metadata only) or None (TTL only)")
+        interval_s: float | None = None
+        if validate_interval is not None:
+            try:
+                interval_s = parse_duration(validate_interval,
+                                            what=f"mapping {name!r}: validate_interval")
+            except ConfigurationError as exc:
+                raise DeclarationError(str(exc)) from None
+            if validate is None or not 10 <= interval_s < ttl_s:
+                raise DeclarationError(
+                    f"mapping {name!r}: validate_interval={validate_interval!r}; it checks the "
+                    f"tables between TTLs, so give a duration from 10 s to below the ttl "
+                    f"({ttl_s:g} s), e.g. '5m', with validate='auto' or 'glue'")
         parsed: dict[str, SqlType] = {}
         if types is not None:  # the type parser loads only for declarations that use it
             from ._types import parse_types
@@ -218,6 +245,9 @@ class Mapping:
         s(self, "types", {k: str(v) for k, v in sorted(parsed.items())})
         s(self, "parsed_types", parsed)
         s(self, "reuse", reuse_s)
+        s(self, "tables", declared_tables)
+        s(self, "validate", validate)
+        s(self, "validate_interval", interval_s)
         s(self, "key_columns", kcols)
         s(self, "value_columns", vcols)
         s(self, "fingerprint", self._compute_fingerprint())
@@ -241,6 +271,46 @@ class Mapping:
             ident["types"] = self.types
         raw = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def read_tables(self) -> tuple[TableRef, ...] | None:
+        """The tables this mapping reads, as (database or None, table): the declared
+        ``tables``, else those found in its SQL (sqlglot); None when unknown."""
+        from ._tables import parse_table, tables_in_sql
+
+        if self.tables:
+            return tuple(parse_table(t, what=self.name) for t in self.tables)
+        return tables_in_sql(self.sql, mapping=self.name)
+
+    def reads(self, table: str, *, default_database: str | None = None) -> bool:
+        """Whether this mapping reads ``table`` (``database.table``; a bare name matches any
+        database)."""
+        from ._tables import parse_table
+
+        db, name = parse_table(table, what="table")
+        for d, t in self.read_tables() or ():
+            if t == name and (db is None or (d or self.database or default_database or
+                                             "default").lower() == db):
+                return True
+        return False
+
+
+def _tables_option(name: str, tables: Sequence[str] | None) -> tuple[str, ...]:
+    if tables is None:
+        return ()
+    if isinstance(tables, str) or not isinstance(tables, Sequence):
+        raise DeclarationError(
+            f"mapping {name!r}: tables must be a list of 'database.table' names, got "
+            f"{type(tables).__name__}")
+    from ._tables import parse_table
+
+    out = []
+    for t in tables:
+        try:
+            db, table = parse_table(t, what=f"mapping {name!r}: tables")
+        except ValueError as exc:
+            raise DeclarationError(str(exc)) from None
+        out.append(f"{db}.{table}" if db else table)
+    return tuple(out)
 
 
 class Registry:
@@ -346,7 +416,8 @@ def load_app(target: str) -> None:
 _TOML_KEYS = {
     "sql", "key", "value", "params", "database", "workgroup", "catalog", "ttl", "max_stale",
     "ttl_jitter",
-    "on_duplicate", "on_null_key", "allow_empty", "types", "reuse",
+    "on_duplicate", "on_null_key", "allow_empty", "types", "reuse", "tables", "validate",
+    "validate_interval",
 }
 
 

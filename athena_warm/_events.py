@@ -34,9 +34,14 @@ EventName = Literal[
     "publish_skipped",
     "refresh_deferred",
     "refresh_failed",
+    "renewed",
     "restore",
+    "revalidated",
     "stale_served",
+    "table_changed",
     "unavailable",
+    "validate_failed",
+    "validate_unknown",
 ]
 
 Listener = Callable[[dict[str, Any]], None]

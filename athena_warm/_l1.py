@@ -36,6 +36,9 @@ class Entry:
     load_seconds: float = 0.0  # how long the origin took to produce it
     generation: int = 0
     epoch: str = ""  # the generation's epoch in L2 ("" when loaded without one)
+    validator: str | None = None  # the tables' state when the copy was made (revalidation)
+    validated_at: float = 0.0  # epoch seconds the tables were last found unchanged (0: never)
+    next_check: float = float("inf")  # monotonic: the next validate_interval check
     served: bool = False  # served once already: later reads report tier "l1"
     last_used: int = 0  # tick of the latest hit, for LRU eviction
 

@@ -168,6 +168,30 @@ class MemoryTier:
                         self._kv[k] = (self._kv[k][0], self.clock() + self.grace)
             return "written"
 
+    def renew(self, mapping: str, fingerprint: str, note: str, *, created_ms: int,
+              ttl: float) -> bool | None:
+        if not self._up():
+            return None
+        with self._lock:
+            ptr_key = self.key(mapping, fingerprint, "ptr")
+            ptr = Pointer.decode(self._get(ptr_key))
+            if ptr is None or ptr.created_ms != created_ms:
+                return False
+            for k in [ptr_key] + [self.key(mapping, fingerprint, ptr.version, str(i))
+                                  for i in range(ptr.chunks)]:
+                value = self._get(k)
+                if value is not None:
+                    self._set(k, value, ttl)
+            self._set(self.key(mapping, fingerprint, "note"), note, ttl)
+            return True
+
+    def note(self, mapping: str, fingerprint: str) -> str | None:
+        if not self._up():
+            return None
+        with self._lock:
+            raw = self._get(self.key(mapping, fingerprint, "note"))
+            return raw if isinstance(raw, str) else None
+
     def delete(self, mapping: str, fingerprint: str) -> None:
         with self._lock:
             self._kv.pop(self.key(mapping, fingerprint, "ptr"), None)
@@ -254,9 +278,9 @@ class LocalLeases:
     def release(self, decl: Mapping, token: str) -> bool:
         return self.tier.release(decl.name, decl.fingerprint, token)
 
-    def claim(self, decl: Mapping, token: str, *, ttl: float,
-              at: float) -> Lease | Literal[False] | None:
-        return self.tier.acquire(decl.name, decl.fingerprint + CLAIM_SUFFIX, token, ttl=ttl, at=at)
+    def claim(self, decl: Mapping, token: str, *, ttl: float, at: float,
+              suffix: str = CLAIM_SUFFIX) -> Lease | Literal[False] | None:
+        return self.tier.acquire(decl.name, decl.fingerprint + suffix, token, ttl=ttl, at=at)
 
     def unclaim(self, decl: Mapping, token: str) -> bool:
         return self.tier.release(decl.name, decl.fingerprint + CLAIM_SUFFIX, token)

@@ -1,7 +1,11 @@
 """The refresher: what happens below L1 when a copy is due. One refresher per fleet per mapping.
 
-    fill()      generation check -> keep / take the fleet's copy / refresh
-    _refresh()  take the lease (fenced) -> as holder: query, publish, release
+    fill()      generation check (and, every validate_interval, a look at the tables)
+                -> keep / extend (the fleet revalidated this copy) / take the fleet's copy /
+                refresh
+    _refresh()  take the lease (fenced) -> as holder: revalidate (the tables' metadata did not
+                                           change: keep the copy, no query) or query, publish,
+                                           release
                                         -> otherwise: follow the holder (collect its handed-over
                                            query, serve stale, or wait for its copy)
     _failed()   THE failure handler: every exception of a refresh, whatever its type, lands
@@ -34,8 +38,15 @@ from .exceptions import (
     RefreshError,
     StaleLimitError,
 )
-from .l2 import Generation, Lease
-from .origin import AsyncOrigin, Origin, QueryResult, deadline_scope
+from .l2 import VALIDATE_SUFFIX, Generation, Lease
+from .origin import (
+    AsyncOrigin,
+    Origin,
+    QueryResult,
+    ValidatingOrigin,
+    deadline_scope,
+    time_left,
+)
 
 if TYPE_CHECKING:  # the shared copies (and the codec) load only when L2 is configured
     from typing import TypeAlias
@@ -77,16 +88,24 @@ class Refresher:
     # -- entries -----------------------------------------------------------------------------------
 
     def entry(self, decl: Mapping, view: Any, *, age: float, number: int, epoch: str,
-              nbytes: int, load_seconds: float) -> Entry:
+              nbytes: int, load_seconds: float, validator: str | None = None,
+              validated_at: float | None = None) -> Entry:
+        """``age``: seconds since the copy's data was read. Its life (TTL, max_stale) counts
+        from then, or from ``validated_at`` (epoch s) when its tables were found unchanged."""
         now = self.clock()
-        expires_at = now - age + rules.jittered(decl.ttl, decl.ttl_jitter, self.random)
-        fresh_until = self.next_look(now, expires_at) if now < expires_at else \
-            now + self.retry_interval
+        life = age if validated_at is None else \
+            max(0.0, min(age, self.wall_clock() - validated_at))
+        expires_at = now - life + rules.jittered(decl.ttl, decl.ttl_jitter, self.random)
+        next_check = now + decl.validate_interval if decl.validate_interval and validator \
+            else float("inf")
+        fresh_until = min(self.next_look(now, expires_at), next_check) if now < expires_at \
+            else now + self.retry_interval
         return Entry(view=view, loaded_mono=now - age, expires_at=expires_at,
                      fresh_until=fresh_until, nbytes=nbytes,
-                     stale_until=now - age + decl.ttl + decl.max_stale,
+                     stale_until=now - life + decl.ttl + decl.max_stale,
                      created_at=view.meta.loaded_at, load_seconds=load_seconds,
-                     generation=number, epoch=epoch)
+                     generation=number, epoch=epoch, validator=validator,
+                     validated_at=validated_at or 0.0, next_check=next_check)
 
     def next_look(self, now: float, expires_at: float) -> float:
         return rules.next_look(now, expires_at, shared=self.shared is not None,
@@ -103,13 +122,15 @@ class Refresher:
             name=decl.name, tier="l2", source="l2", generation=h.generation,
             loaded_at=h.created_at, rows=h.rows, fingerprint=decl.fingerprint,
             null_keys_skipped=int(x.get("null_keys_skipped") or 0), nbytes=got.nbytes,
-            query_id=x.get("query_id"))
+            query_id=x.get("query_id"), validated_at=got.validated_at)
         return self.entry(decl, got.view, age=got.age, number=h.generation, epoch=h.epoch,
                           nbytes=got.view.meta.nbytes,
-                          load_seconds=float(x.get("load_seconds") or 0.0))
+                          load_seconds=float(x.get("load_seconds") or 0.0),
+                          validator=got.validator, validated_at=got.validated_at)
 
     def _from_result(self, decl: Mapping, result: QueryResult, *, number: int, epoch: str,
-                     created_at: float, age: float, seconds: float) -> Entry:
+                     created_at: float, age: float, seconds: float,
+                     validator: str | None = None) -> Entry:
         """An entry from a query's result. ``created_at`` (epoch seconds) is when the query
         started, ``age`` how long ago that was; ``seconds`` the work it took."""
         built = build(decl, result)
@@ -129,7 +150,7 @@ class Refresher:
                     "bytes_scanned": result.bytes_scanned,
                     "reused_previous_result": result.reused_previous_result})
         return self.entry(decl, view, age=max(0.0, age), number=number, epoch=epoch,
-                          nbytes=built.nbytes, load_seconds=seconds)
+                          nbytes=built.nbytes, load_seconds=seconds, validator=validator)
 
     # -- the read path below L1 --------------------------------------------------------------------
 
@@ -144,6 +165,16 @@ class Refresher:
             rules.state(now, cur.expires_at, cur.stale_until) == "too_old"
         if too_old:
             cur = None  # past ttl + max_stale: never served again
+        changed = False
+        if cur is not None and not force and cur.next_check <= now < cur.expires_at and \
+                (gen is None or rules.copy_matches(cur.epoch, cur.generation, gen)):
+            kept, after = self._check_tables(decl, cur, gen, deadline=deadline)
+            if kept is not None:
+                return kept
+            # The tables changed: this copy is stale from now on (served while one container
+            # refreshes); with L2 the generation was bumped, so the whole fleet reloads.
+            changed, gen = True, after
+            cur = dataclasses.replace(cur, expires_at=now, next_check=float("inf"))
         current = cur is not None and (gen is None or
                                        rules.copy_matches(cur.epoch, cur.generation, gen))
         if cur is not None and not current:
@@ -158,7 +189,13 @@ class Refresher:
             cur = None if hard else dataclasses.replace(cur, expires_at=now)
         elif cur is not None and not force and now < cur.expires_at:
             # Only the generation check was due, and the copy is current: keep it.
-            return dataclasses.replace(cur, fresh_until=self.next_look(now, cur.expires_at))
+            return dataclasses.replace(
+                cur, fresh_until=min(self.next_look(now, cur.expires_at), cur.next_check))
+        elif cur is not None and not force and not changed and cur.validator and \
+                gen is not None and self.shared is not None:
+            renewed = self._renewed(decl, cur)  # the fleet found its tables unchanged?
+            if renewed is not None:
+                return renewed
         stale = cur
         if not force and gen is not None:
             got = self._from_shared(decl, gen,
@@ -218,15 +255,24 @@ class Refresher:
                 return fresh
         number = gen.number if gen is not None else (stale.generation if stale else 0)
         epoch = gen.epoch if gen is not None else ""
+        until = None if deadline is None else deadline - rules.DEADLINE_MARGIN
+        with deadline_scope(until, self.clock):
+            validator = self._validator(decl, origin)  # before the query: never newer data
+        if not force and stale is not None and validator is not None and \
+                stale.validator == validator and \
+                (gen is None or rules.copy_matches(stale.epoch, stale.generation, gen)):
+            entry = self._revalidate(decl, stale, gen, validator)
+            leases.release(decl, lease.token)
+            return entry
         start, budget = self.clock(), None if deadline is None else deadline - self.clock()
         created_at = self.wall_clock()  # when the data was read: orders copies fleet-wide
-        until = None if deadline is None else deadline - rules.DEADLINE_MARGIN
         with self.span("## athena-warm origin query"), deadline_scope(until, self.clock):
             if isinstance(origin, AsyncOrigin):
                 query_id = origin.start(decl.sql, decl.params, database=decl.database,
                                         workgroup=decl.workgroup, catalog=decl.catalog,
                                         **_start_options(origin, decl))
-                lease = dataclasses.replace(lease, query_id=query_id, at=created_at)
+                lease = dataclasses.replace(lease, query_id=query_id, at=created_at,
+                                            validator=validator)
                 leases.update(decl, lease)
                 max_wait = None if until is None else max(0.0, until - self.clock())
                 try:
@@ -264,7 +310,8 @@ class Refresher:
         elapsed = self.clock() - start
         entry = self._from_result(decl, result, number=number, epoch=epoch,
                                   created_at=created_at, age=elapsed,
-                                  seconds=rules.work_seconds(elapsed, budget=budget))
+                                  seconds=rules.work_seconds(elapsed, budget=budget),
+                                  validator=validator)
         entry = self._publish(decl, entry, gen, token=lease.token)
         leases.release(decl, lease.token)
         return entry
@@ -276,7 +323,8 @@ class Refresher:
         if self.shared is None or gen is None:
             return entry
         outcome = self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
-                                      load_seconds=entry.load_seconds, token=token)
+                                      load_seconds=entry.load_seconds, token=token,
+                                      validator=entry.validator)
         if outcome == "fenced":
             newer = self._from_shared(decl, gen, newer_than=entry.created_at)
             if newer is not None:
@@ -351,7 +399,7 @@ class Refresher:
             entry = self._from_result(decl, result, number=number,
                                       epoch=gen.epoch if gen else "", created_at=held.at,
                                       age=self.wall_clock() - held.at,
-                                      seconds=self.clock() - start)
+                                      seconds=self.clock() - start, validator=held.validator)
             emit(logging.INFO, "collect", "athena-warm: collected %s from handed-over query %s",
                  decl.name, held.query_id, extra={"mapping": decl.name, "query_id": held.query_id})
             entry = self._publish(decl, entry, gen, token=held.token)
@@ -457,6 +505,8 @@ class Refresher:
     def query_now(self, decl: Mapping, *, number: int, epoch: str) -> Entry:
         """Query the origin now, without a lease; no publish."""
         origin = self.origin()
+        with deadline_scope(None, self.clock):
+            validator = self._validator(decl, origin)
         start, created_at = self.clock(), self.wall_clock()
         with self.span("## athena-warm origin query"), deadline_scope(None, self.clock):
             if isinstance(origin, AsyncOrigin):
@@ -471,14 +521,126 @@ class Refresher:
                                       workgroup=decl.workgroup, catalog=decl.catalog)
         elapsed = self.clock() - start
         return self._from_result(decl, result, number=number, epoch=epoch,
-                                 created_at=created_at, age=elapsed, seconds=elapsed)
+                                 created_at=created_at, age=elapsed, seconds=elapsed,
+                                 validator=validator)
 
     def publish(self, decl: Mapping, entry: Entry, gen: Generation) -> bool:
         """Publish without a lease (``invalidate --refresh``); whether it was stored."""
         if self.shared is None:
             return False
         return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
-                                   load_seconds=entry.load_seconds, token=None) == "written"
+                                   load_seconds=entry.load_seconds, token=None,
+                                   validator=entry.validator) == "written"
+
+    # -- revalidation ------------------------------------------------------------------------------
+
+    def validator(self, decl: Mapping) -> str | None:
+        """The tables' fingerprint now (None: unknown or the check failed)."""
+        with deadline_scope(None, self.clock):
+            return self._validator(decl, self.origin())
+
+    def _validator(self, decl: Mapping, origin: Origin) -> str | None:
+        """The current fingerprint of the tables ``decl`` reads; None when unknown, or when the
+        check failed (then the query runs: never served as unchanged on a failed check)."""
+        if decl.validate is None or not isinstance(origin, ValidatingOrigin):
+            return None
+        left = time_left()
+        if left is not None and left < rules.VALIDATE_MIN_LEFT:
+            emit(logging.INFO, "validate_unknown",
+                 "athena-warm: not checking the tables of %s: %.1f s left in this invocation "
+                 "is kept for the query", decl.name, left,
+                 extra={"mapping": decl.name, "reason": "too little time left"})
+            return None
+        try:
+            tables = decl.read_tables()
+            if not tables:
+                return None
+            with self.span("## athena-warm validate"):
+                return origin.validator(tables, database=decl.database, catalog=decl.catalog,
+                                        listing=decl.validate == "auto")
+        except Exception as exc:
+            emit(logging.WARNING, "validate_failed",
+                 "athena-warm: could not check whether the tables of %s changed (%s: %s); "
+                 "the query runs instead", decl.name, type(exc).__name__, exc,
+                 extra={"mapping": decl.name, "error": type(exc).__name__})
+            return None
+
+    def _revalidate(self, decl: Mapping, stale: Entry, gen: Generation | None,
+                    validator: str) -> Entry:
+        """The tables did not change since ``stale`` was made: it lives another TTL, here and
+        (a note beside the copy, longer expiries, no re-encoding) for the whole fleet."""
+        at = self.wall_clock()
+        renewed = False
+        if self.shared is not None and gen is not None:
+            renewed = self.shared.renew(decl, created_at=stale.created_at, validator=validator,
+                                        at=at)
+        emit(logging.INFO, "revalidated",
+             "athena-warm: %s is unchanged (its tables' metadata matches the copy's): kept "
+             "for another TTL with no query%s", decl.name, " (and in L2)" if renewed else "",
+             extra={"mapping": decl.name, "generation": stale.generation, "l2": renewed})
+        return self._extended(decl, stale, validator, at)
+
+    def _extended(self, decl: Mapping, cur: Entry, validator: str, at: float) -> Entry:
+        view = cur.view
+        view.meta = dataclasses.replace(view.meta, validated_at=at)
+        return self.entry(decl, view, age=self.wall_clock() - cur.created_at,
+                          number=cur.generation, epoch=cur.epoch, nbytes=cur.nbytes,
+                          load_seconds=cur.load_seconds, validator=validator, validated_at=at)
+
+    def _renewed(self, decl: Mapping, cur: Entry) -> Entry | None:
+        """``cur`` is past its TTL: if another container found its tables unchanged since (the
+        note beside the fleet's copy of it), it lives on from then, with no download."""
+        assert self.shared is not None
+        note = self.shared.note(decl, cur.created_at)
+        if note is None or note.validator != cur.validator or \
+                note.at <= max(cur.validated_at, cur.created_at) or \
+                self.wall_clock() - note.at >= decl.ttl:
+            return None
+        emit(logging.INFO, "renewed",
+             "athena-warm: %s was revalidated by another container: this copy lives on",
+             decl.name, extra={"mapping": decl.name})
+        return self._extended(decl, cur, note.validator, note.at)
+
+    def _check_tables(self, decl: Mapping, cur: Entry, gen: Generation | None, *,
+                      deadline: float | None) -> tuple[Entry | None, Generation | None]:
+        """``validate_interval``: between TTLs, one container per interval (a claim that
+        expires, never released) looks at the tables. Unchanged, or the look failed: (the copy
+        kept, _). Changed: the fleet's newer copy if it has one, else (None, the generation
+        after a bump, which makes every warm container reload)."""
+        now = self.clock()
+        interval = decl.validate_interval or float("inf")
+        kept = dataclasses.replace(cur, next_check=now + interval, fresh_until=min(
+            self.next_look(now, cur.expires_at), now + interval))
+        try:
+            if not cur.validator:
+                return kept, gen
+            leases: Leases = self.shared if gen is not None and self.shared is not None \
+                else self.local
+            if leases.claim(decl, secrets.token_hex(8), ttl=interval, at=self.wall_clock(),
+                            suffix=VALIDATE_SUFFIX) is False:
+                return kept, gen  # another container looked within the interval
+            until = None if deadline is None else deadline - rules.DEADLINE_MARGIN
+            with deadline_scope(until, self.clock):
+                validator = self._validator(decl, self.origin())
+            if validator is None or validator == cur.validator:
+                return kept, gen
+            emit(logging.INFO, "table_changed",
+                 "athena-warm: the tables of %s changed (seen by validate_interval); "
+                 "refreshing it%s", decl.name, " fleet-wide" if gen is not None else "",
+                 extra={"mapping": decl.name})
+            if gen is None or self.shared is None:
+                return None, gen
+            newer = self._from_shared(decl, gen, newer_than=cur.created_at)
+            if newer is not None and newer.validator == validator and \
+                    self.clock() < newer.expires_at:
+                return newer, gen  # another container already loaded the new data
+            return None, self.shared.bump(decl.name)
+        except Exception as exc:  # a look between TTLs never fails a read of a fresh copy
+            emit(logging.WARNING, "validate_failed",
+                 "athena-warm: the check of %s's tables failed (%s: %s); the copy is kept",
+                 decl.name, type(exc).__name__, exc,
+                 extra={"mapping": decl.name, "error": type(exc).__name__})
+            return kept, gen
 
 
 def _start_options(origin: Origin, decl: Mapping) -> dict[str, Any]:

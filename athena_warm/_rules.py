@@ -24,6 +24,9 @@ State = Literal["fresh", "stale", "too_old"]
 DEADLINE_MARGIN = 0.5  # seconds kept back from an invocation's deadline to return in time
 LEASE_SLACK = 5.0  # a lease outlives its holder's deadline by this much
 ASYNC_LEASE_SLACK = 60.0  # ... and a handed-over query's timeout by this much
+# Below this many seconds left, a refresh does not look at the tables' metadata first (a Glue
+# call, and the client's first creation, take tens to hundreds of ms): the query starts at once.
+VALIDATE_MIN_LEFT = 3.0
 COLLECT_CLAIM_TTL = 120.0  # one container downloads a finished handed-over result: its claim
 POLL_FIRST, POLL_MAX = 0.02, 0.05  # waiting for another container's copy: look this often
 

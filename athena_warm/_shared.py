@@ -9,7 +9,11 @@ miss (``l2_corrupt`` or ``l2_error``), never an exception to the caller. Only ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +51,57 @@ class SharedCopy:
     extras: dict[str, Any]
     size: int
     age: float  # seconds since its data was read (wall clock)
+    validated_at: float | None = None  # the fleet found its tables unchanged then (a note)
 
     @property
     def nbytes(self) -> int:
         """The memory the copy uses, as its writer measured it (else estimated here)."""
         return int(self.extras.get("nbytes") or 0) or estimate_bytes(self.view)
+
+    @property
+    def validator(self) -> str | None:
+        v = self.extras.get("validator")
+        return v if isinstance(v, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A revalidation, stored beside the copy: the copy made at ``created_ms`` still matched
+    ``validator`` at ``at`` (epoch seconds), so its life counts from then."""
+
+    created_ms: int
+    validator: str
+    at: float
+
+    def encode(self, key: bytes | None) -> str:
+        body = json.dumps({"c": self.created_ms, "v": self.validator, "a": self.at},
+                          separators=(",", ":"))
+        return body if key is None else f"{body} {_mac(key, body)}"
+
+    @classmethod
+    def decode(cls, raw: str, key: bytes | None) -> Note | None:
+        """The note in ``raw``; None when malformed, or unsigned/badly signed under a key."""
+        body, _, mac = raw.partition(" ")
+        if key is not None and not hmac.compare_digest(mac.encode(), _mac(key, body).encode()):
+            return None
+        try:
+            v = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(v, dict):
+            return None
+        c, val, at = v.get("c"), v.get("v"), v.get("a")
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 2**53:
+            return None
+        if not isinstance(val, str) or not 0 < len(val) <= 128:
+            return None
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            return None
+        return cls(c, val, float(at))
+
+
+def _mac(key: bytes, body: str) -> str:
+    return hmac.new(key, b"note:" + body.encode(), hashlib.sha256).hexdigest()
 
 
 class SharedCopies:
@@ -105,9 +155,10 @@ class SharedCopies:
         name, fp = decl.name, decl.fingerprint
         start = time.perf_counter()
         with self.span("## athena-warm L2 read"):
-            blob = self._fetch(decl, gen, newer_than)
-        if blob is None:
+            fetched = self._fetch(decl, gen, newer_than)
+        if fetched is None:
             return None
+        blob, note = fetched
         try:
             view, header, extras = decode(blob, fingerprint=fp, signing_key=self.signing_key,
                                           max_bytes=self.max_bytes)
@@ -118,7 +169,9 @@ class SharedCopies:
         if problem is not None:
             l2_corrupt(name, problem)
             return None
-        if not self._servable(header, gen, decl):
+        validated_at = note.at if note is not None and \
+            note.validator == extras.get("validator") else None
+        if not self._servable(header, gen, decl, validated_at):
             return None
         age = max(0.0, self.wall_clock() - header.created_at)
         ms = (time.perf_counter() - start) * 1000
@@ -128,10 +181,12 @@ class SharedCopies:
              extra={"mapping": name, "tier": "l2", "rows": header.rows,
                     "bytes": len(blob), "ms": round(ms, 1), "age_s": round(age, 1),
                     "generation": header.generation})
-        return SharedCopy(view, header, extras, len(blob), age)
+        return SharedCopy(view, header, extras, len(blob), age, validated_at)
 
-    def _fetch(self, decl: Mapping, gen: Generation, newer_than: float | None) -> bytes | None:
-        """The header first (its claims bound what is read after it), then the whole copy."""
+    def _fetch(self, decl: Mapping, gen: Generation,
+               newer_than: float | None) -> tuple[bytes, Note | None] | None:
+        """The header first (its claims bound what is read after it), then the revalidation
+        note when the copy is past its TTL, then the whole copy."""
         name, fp = decl.name, decl.fingerprint
         head = self._safe("read", name, lambda: self.tier.head(name, fp, HEADER_SIZE), None)
         if head is None:
@@ -141,21 +196,51 @@ class SharedCopies:
         except CorruptPayloadError as exc:
             l2_corrupt(name, exc.reason)
             return None
-        if not self._servable(h, gen, decl) or \
-                (newer_than is not None and h.created_at <= newer_than):
+        if newer_than is not None and h.created_at <= newer_than:
             return None
-        return self._safe("read", name, lambda: self.tier.read(
+        note = None
+        if decl.validate is not None and self.wall_clock() - h.created_at >= decl.ttl:
+            note = self.note(decl, h.created_at)
+        if not self._servable(h, gen, decl, None if note is None else note.at):
+            return None
+        blob = self._safe("read", name, lambda: self.tier.read(
             name, fp, max_chunks=chunks_for(h.total_size)), None)
+        return None if blob is None else (blob, note)
 
-    def _servable(self, header: Header, gen: Generation, decl: Mapping) -> bool:
+    # -- revalidation ------------------------------------------------------------------------------
+
+    def note(self, decl: Mapping, created_at: float) -> Note | None:
+        """The fleet's latest revalidation of the copy made at ``created_at``, if any."""
+        raw = self._safe("note read", decl.name,
+                         lambda: self.tier.note(decl.name, decl.fingerprint), None)
+        if raw is None:
+            return None
+        note = Note.decode(raw, self.signing_key)
+        if note is None:
+            l2_corrupt(decl.name, "the revalidation note is malformed or not signed")
+            return None
+        return note if note.created_ms == int(created_at * 1000) else None
+
+    def renew(self, decl: Mapping, *, created_at: float, validator: str, at: float) -> bool:
+        """Record that the copy made at ``created_at`` is still current at ``at``: the fleet
+        serves it for another TTL, with no re-encoding (a note, and longer expiries)."""
+        note = Note(int(created_at * 1000), validator, at).encode(self.signing_key)
+        return bool(self._safe("renew", decl.name, lambda: self.tier.renew(
+            decl.name, decl.fingerprint, note, created_ms=int(created_at * 1000),
+            ttl=decl.ttl + decl.max_stale), None))
+
+    def _servable(self, header: Header, gen: Generation, decl: Mapping,
+                  validated_at: float | None = None) -> bool:
         if not rules.copy_matches(header.epoch, header.generation, gen):
             return False  # invalidated since it was stored, or the counter was lost
         if rules.below_floor(header.epoch, header.generation, gen):
             return False
-        return self.wall_clock() - header.created_at < decl.ttl + decl.max_stale
+        life_from = max(header.created_at, validated_at or 0.0)
+        return self.wall_clock() - life_from < decl.ttl + decl.max_stale
 
     def publish(self, decl: Mapping, view: MappingView, *, gen: Generation, created_at: float,
-                load_seconds: float, token: str | None) -> WriteOutcome | None:
+                load_seconds: float, token: str | None,
+                validator: str | None = None) -> WriteOutcome | None:
         """Publish ``view`` as generation ``gen``; what came of it (None: not stored). Fenced
         on the server: refused when the generation moved on, or when ``token`` no longer holds
         the lease and the stored copy is as new. Never raises: a copy that cannot be encoded or
@@ -169,7 +254,8 @@ class SharedCopies:
                 value_kind=(VALUE_ROW if not decl.value_columns else
                             VALUE_SCALAR if len(decl.value_columns) == 1 else VALUE_TUPLE),
                 extras={"query_id": meta.query_id, "null_keys_skipped": meta.null_keys_skipped,
-                        "nbytes": meta.nbytes, "load_seconds": round(load_seconds, 3)},
+                        "nbytes": meta.nbytes, "load_seconds": round(load_seconds, 3),
+                        **({"validator": validator} if validator else {})},
                 signing_key=self.signing_key,
             )
         except Exception as exc:
@@ -220,12 +306,13 @@ class SharedCopies:
         return self._safe("lease release", decl.name,
                           lambda: self.tier.release(decl.name, decl.fingerprint, token), False)
 
-    def claim(self, decl: Mapping, token: str, *, ttl: float,
-              at: float) -> Lease | Literal[False] | None:
+    def claim(self, decl: Mapping, token: str, *, ttl: float, at: float,
+              suffix: str = CLAIM_SUFFIX) -> Lease | Literal[False] | None:
         """A second, short lease beside the refresh lease: who downloads a finished handed-over
-        query (False: someone else is; None: the tier cannot say, so go ahead)."""
-        return self._safe("collect claim", decl.name, lambda: self.tier.acquire(
-            decl.name, decl.fingerprint + CLAIM_SUFFIX, token, ttl=ttl, at=at), None)
+        query, who checks the tables between TTLs (False: someone else; None: the tier cannot
+        say, so go ahead)."""
+        return self._safe("claim", decl.name, lambda: self.tier.acquire(
+            decl.name, decl.fingerprint + suffix, token, ttl=ttl, at=at), None)
 
     def unclaim(self, decl: Mapping, token: str) -> bool:
         return self._safe("collect claim release", decl.name, lambda: self.tier.release(
@@ -267,16 +354,20 @@ class SharedCopies:
             header = read_header(blob, max_bytes=self.max_bytes)
             out.update(copy_generation=header.generation, rows=header.rows,
                        created_at=header.created_at, signed=header.signed)
-            decode(blob, fingerprint=decl.fingerprint, signing_key=self.signing_key,
-                   max_bytes=self.max_bytes)
+            _, _, extras = decode(blob, fingerprint=decl.fingerprint,
+                                  signing_key=self.signing_key, max_bytes=self.max_bytes)
         except CorruptPayloadError as exc:
             out["corrupt"] = exc.reason
             return out
+        note = self.note(decl, header.created_at)
+        validated_at = note.at if note is not None and isinstance(extras, dict) and \
+            note.validator == extras.get("validator") else None
         age = max(0.0, now - header.created_at)
+        life = max(0.0, now - max(header.created_at, validated_at or 0.0))
         valid = rules.copy_matches(header.epoch, header.generation, gen)
-        out.update(age_s=round(age, 1), expires_in_s=round(decl.ttl - age, 1),
-                   stale=age >= decl.ttl or not valid,
-                   servable=self._servable(header, gen, decl))
+        out.update(age_s=round(age, 1), expires_in_s=round(decl.ttl - life, 1),
+                   validated_at=validated_at, stale=life >= decl.ttl or not valid,
+                   servable=self._servable(header, gen, decl, validated_at))
         return out
 
 
@@ -295,4 +386,7 @@ def _check_extras(extras: Any) -> str | None:
     q = extras.get("query_id")
     if q is not None and (not isinstance(q, str) or len(q) > 256):
         return "extras: query_id is not an id"
+    v = extras.get("validator")
+    if v is not None and (not isinstance(v, str) or not 0 < len(v) <= 128):
+        return "extras: validator is not a fingerprint"
     return None

@@ -18,7 +18,8 @@ class MappingMeta:
     ``tier`` is the tier that served the latest ``get_mapping()`` of this copy (``l1`` once it is
     held in memory); ``source`` is where this copy was loaded from. ``loaded_at`` is when
     its data was read (the start of the query that produced it), in epoch
-    seconds. ``nbytes`` is an estimate of the memory the copy uses.
+    seconds; ``validated_at``, when its tables were last found unchanged by a revalidation
+    (None: never revalidated). ``nbytes`` is an estimate of the memory the copy uses.
     """
 
     name: str
@@ -32,6 +33,7 @@ class MappingMeta:
     nbytes: int = 0
     query_id: str | None = None
     reused_previous_result: bool | None = None
+    validated_at: float | None = None  # when its tables were last found unchanged (epoch s)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -45,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="what L2 holds per mapping: copy, generation, lease")
     st.add_argument("name", nargs="*")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    tb = sub.add_parser("tables", help="which tables each mapping reads, or which mappings read "
+                        "TABLE (the ones to invalidate after it changes)")
+    tb.add_argument("table", nargs="?", help="database.table (a bare name matches any database)")
+    tb.add_argument("--json", action="store_true", help="machine-readable output")
 
     inv = sub.add_parser("invalidate", help="make every warm container reload (needs L2)")
     inv.add_argument("name", nargs="*")
@@ -135,7 +139,7 @@ def _human_seconds(s: float) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     reg = _declared(args)
     items = [
-        {"name": m.name, "tables": _tables(m.sql), "database": m.database,
+        {"name": m.name, "tables": _table_names(m), "database": m.database,
          "key": list(m.key_columns),
          "value": list(m.value_columns) or None, "ttl_s": m.ttl, "max_stale_s": m.max_stale,
          "fingerprint": m.fingerprint, "sql": m.sql}
@@ -154,13 +158,39 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_TABLE_RE = re.compile(r"\b(?:FROM|JOIN)\s+((?:\"[^\"]+\"|[\w$]+)(?:\.(?:\"[^\"]+\"|[\w$]+))*)",
-                       re.IGNORECASE)
+def _table_names(m: Any) -> list[str]:
+    """The tables a mapping reads, ``database.table`` (its own database for bare names)."""
+    return sorted(f"{d or m.database or 'default'}.{t}" for d, t in m.read_tables() or ())
 
 
-def _tables(sql: str) -> list[str]:
-    """The tables a query reads (FROM and JOIN), for the operator's eye."""
-    return sorted({t.replace('"', "") for t in _TABLE_RE.findall(sql)})
+def _cmd_tables(args: argparse.Namespace) -> int:
+    import os
+
+    reg = _declared(args)
+    if args.table:
+        default = os.environ.get("ATHENA_WARM_DATABASE")
+        try:
+            readers = [m for m in reg if m.reads(args.table, default_database=default)]
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if args.json:
+            print(json.dumps({"table": args.table, "mappings": [m.name for m in readers]}))
+        elif readers:
+            print("\n".join(m.name for m in readers))
+        else:
+            print(f"athena-warm: no declared mapping reads {args.table}", file=sys.stderr)
+        return 0
+    items = [{"name": m.name, "tables": _table_names(m),
+              "validate": m.validate if m.read_tables() else None,
+              "validate_interval_s": m.validate_interval} for m in reg]
+    if args.json:
+        print(json.dumps({"mappings": items}, indent=2))
+        return 0
+    print(_table([("NAME", "TABLES", "VALIDATE", "INTERVAL")] + [
+        (i["name"], ",".join(i["tables"]) or "(unknown: ttl only)", i["validate"] or "-",
+         _human_seconds(i["validate_interval_s"]) if i["validate_interval_s"] else "-")
+        for i in items]))
+    return 0
 
 
 def _jsonable(v: Any) -> Any:
@@ -346,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(rows=args.rows, workdir=args.dir, l2=args.l2)
         handler = {"list": _cmd_list, "get": _cmd_get, "warm": _cmd_warm,
-                   "status": _cmd_status, "invalidate": _cmd_invalidate}[args.command]
+                   "status": _cmd_status, "invalidate": _cmd_invalidate,
+                   "tables": _cmd_tables}[args.command]
         return handler(args)
     except ConfigurationError as exc:
         print(f"athena-warm: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ def chunks_for(total_bytes: int) -> int:
 
 MAX_GENERATION = 2**53  # a counter beyond this (or negative, or not a number) is malformed
 CLAIM_SUFFIX = "-collect"  # the collect claim: a lease keyed by the fingerprint and this
+VALIDATE_SUFFIX = "-validate"  # who looks at the tables between TTLs (validate_interval)
 MAX_CHUNKS = 4096  # a pointer that claims more chunks is malformed
 MIN_CHUNK_BYTES = 64 * 1024  # writers' chunks are at least this big (but the last one)
 MAX_LEASE_BYTES = 4096
@@ -83,11 +84,14 @@ class Lease:
     query_id: str | None = None
     failed: str | None = None
     failed_type: str | None = None
+    validator: str | None = None  # the tables' state when a handed-over query started
 
     def encode(self) -> str:
         """``"<token> <json>"``: the token first, so a server script compares it without JSON."""
         body = {"fence": self.fence, "at": self.at, "query_id": self.query_id,
                 "failed": self.failed, "failed_type": self.failed_type}
+        if self.validator is not None:
+            body["validator"] = self.validator
         return f"{self.token} {json.dumps(body, separators=(',', ':'))}"
 
     @classmethod
@@ -106,16 +110,17 @@ class Lease:
         if not isinstance(value, dict):
             return None
         fence, at = value.get("fence", 0), value.get("at", 0.0)
-        query_id, failed, ftype = (value.get(k) for k in ("query_id", "failed", "failed_type"))
+        query_id, failed, ftype, validator = (
+            value.get(k) for k in ("query_id", "failed", "failed_type", "validator"))
         if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
             return None
         if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
             return None
         if not all(v is None or (isinstance(v, str) and len(v) <= 1024)
-                   for v in (query_id, failed, ftype)):
+                   for v in (query_id, failed, ftype, validator)):
             return None
         return cls(token=token, fence=fence, at=float(at), query_id=query_id, failed=failed,
-                   failed_type=ftype)
+                   failed_type=ftype, validator=validator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,17 @@ class SharedTier(Protocol):
         """Store a new version and switch readers to it atomically, on the server, only if the
         generation is still ``generation`` (same epoch, number not behind) and either ``token``
         still holds the lease or the copy is newer (``created_at``) than the stored one."""
+        ...
+
+    def renew(self, mapping: str, fingerprint: str, note: str, *, created_ms: int,
+              ttl: float) -> bool | None:
+        """The stored copy was revalidated: if it is still the one made at ``created_ms``, store
+        ``note`` beside it and extend its life (and the note's) to ``ttl`` seconds from now;
+        False when another copy replaced it or there is none, None if unreachable."""
+        ...
+
+    def note(self, mapping: str, fingerprint: str) -> str | None:
+        """The note ``renew`` stored beside the copy, or None (absent, unreachable)."""
         ...
 
     def acquire(self, mapping: str, fingerprint: str, token: str, *, ttl: float,

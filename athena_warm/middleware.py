@@ -86,6 +86,12 @@ class InvocationMetrics:
                 c["QueriesHandedOver"] += 1
             elif event == "collect":
                 c["QueriesCollected"] += 1
+            elif event == "revalidated":
+                c["Revalidations"] += 1
+            elif event == "table_changed":
+                c["TableChanges"] += 1
+            elif event == "validate_failed":
+                c["ValidationFailures"] += 1
 
     def served(self, name: str, view: MappingView, now: float) -> None:
         with self._lock:

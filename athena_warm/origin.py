@@ -16,8 +16,8 @@ from typing import Any, Protocol, overload, runtime_checkable
 from ._config import resolve
 from .exceptions import ConfigurationError
 
-__all__ = ["AsyncOrigin", "Column", "ColumnRows", "Origin", "QueryResult", "open_origin",
-           "time_left"]
+__all__ = ["AsyncOrigin", "Column", "ColumnRows", "Origin", "QueryResult", "ValidatingOrigin",
+           "open_origin", "time_left"]
 
 # The deadline of the refresh running in this context: (deadline, the clock it is on).
 _DEADLINE: contextvars.ContextVar[tuple[float, Callable[[], float]] | None] = \
@@ -153,6 +153,20 @@ class AsyncOrigin(Origin, Protocol):
 
     def fetch(self, query_id: str, execution: dict[str, Any]) -> QueryResult:
         """The rows of a succeeded query."""
+        ...
+
+
+@runtime_checkable
+class ValidatingOrigin(Origin, Protocol):
+    """An origin that tells, from metadata and without a query, whether the tables a mapping
+    reads changed (Athena: Glue and S3; DuckDB: the files)."""
+
+    def validator(self, tables: Sequence[tuple[str | None, str]], *, database: str | None,
+                  catalog: str | None, listing: bool) -> str | None:
+        """A short fingerprint of the current state of ``tables`` ((database or None for
+        ``database``/the origin's default, table)): equal fingerprints mean unchanged data.
+        ``listing``: also fingerprint the files under each table's location. None when it
+        cannot be known (a view, too many files); OriginError when a metadata call fails."""
         ...
 
 

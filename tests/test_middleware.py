@@ -239,8 +239,8 @@ def test_tracer_gets_subsegments_for_origin_and_l2(duck: Any, redis_url: str) ->
     handler = warm_mappings("customers", cache=cache, tracer=RecordingTracer())(
         lambda event, context: "ok")
     invoke(handler)
-    assert set(names) == {"## athena-warm L2 read", "## athena-warm origin query",
-                          "## athena-warm L2 write"}
+    assert set(names) == {"## athena-warm L2 read", "## athena-warm validate",
+                          "## athena-warm origin query", "## athena-warm L2 write"}
     assert names.index("## athena-warm origin query") < names.index("## athena-warm L2 write")
 
 
@@ -361,7 +361,7 @@ def test_example_functions(duck: Any, lake: Any, monkeypatch: pytest.MonkeyPatch
     first = invoke(app.handler, {"customer_id": "C0003"})
     second = invoke(app.handler, {"customer_id": "C0006"})
     assert first == {"customer_id": "C0003", "account_id": "A3", "tier": "origin",
-                     "executions": 1}
+                     "validated_at": None, "executions": 1}
     assert second["tier"] == "l1" and second["executions"] == 2
 
 

@@ -117,7 +117,7 @@ def test_json_schemas(env: dict[str, str]) -> None:
     listed = json.loads(cli(env, "list", "--json").stdout)["mappings"][0]
     assert set(listed) == {"name", "tables", "database", "key", "value", "ttl_s",
                            "max_stale_s", "fingerprint", "sql"}
-    assert listed["tables"] == ["customers"]
+    assert listed["tables"] == ["analytics.customers"]
     warmed = json.loads(cli(env, "warm", "--all", "--json").stdout)["warmed"][0]
     assert set(warmed) == {"name", "rows", "tier", "query_id", "nbytes", "published"}
     got = json.loads(cli(env, "get", "customers", "C0001", "--json").stdout)

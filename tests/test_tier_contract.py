@@ -222,6 +222,34 @@ def test_a_malformed_lease_is_nobodys(h: Handle, raw: bytes) -> None:
     assert isinstance(h.tier.acquire("m", FP, "11111111", ttl=30, at=1.0), Lease)
 
 
+# -- revalidation: renew and note ----------------------------------------------------------------
+
+
+def test_renew_extends_the_copy_and_stores_the_note(h: Handle) -> None:
+    gen, _ = gen_of(h)
+    assert h.tier.note("m", FP) is None
+    assert h.tier.renew("m", FP, "n1", created_ms=100_000, ttl=60) is False  # no copy yet
+    assert h.tier.write("m", FP, b"x" * 100, ttl=0.5, created_at=100.0, generation=gen,
+                        token=None) == "written"
+    assert h.tier.renew("m", FP, "n1", created_ms=99_999, ttl=60) is False  # another copy
+    assert h.tier.note("m", FP) is None
+    assert h.tier.renew("m", FP, '{"c":100000} ab', created_ms=100_000, ttl=60) is True
+    assert h.tier.note("m", FP) == '{"c":100000} ab'
+    h.advance(0.8)  # past the copy's first life: the renewal extended it (pointer and chunks)
+    assert h.tier.read("m", FP) == b"x" * 100 and h.tier.head("m", FP, 2) == b"xx"
+
+
+def test_a_note_of_the_wrong_type_is_a_miss(h: Handle) -> None:
+    h.raw_hset(h.key("m", FP, "note"), {"a": "b"})
+    assert h.tier.note("m", FP) is None
+
+
+def test_an_unreachable_tier_fails_open_on_renewal(h: Handle) -> None:
+    t = h.down()
+    assert t.renew("m", FP, "n", created_ms=1, ttl=1) is None
+    assert t.note("m", FP) is None
+
+
 # -- fail open -----------------------------------------------------------------------------------
 
 

@@ -50,5 +50,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "customer_id": event["customer_id"],
         "account_id": account,
         "tier": customers.meta.tier,
+        "validated_at": customers.meta.validated_at,  # tables found unchanged: no query
         "executions": EXECUTIONS,
     }
