@@ -9,9 +9,9 @@ For each table a mapping reads:
   seen too (``s3:ListBucket`` on the prefix; one request per 1,000 objects).
 
 Views (Athena views are Glue tables of type ``VIRTUAL_VIEW``), tables Glue does not know, and
-locations with more objects than ``max_keys`` give no fingerprint: such a mapping refreshes on its TTL. A failing call raises
-(through the origin's retry loop), and the caller then runs the query: data is never served as
-unchanged when the check itself failed.
+locations with more objects than ``max_keys`` give no fingerprint: such a mapping refreshes on
+its TTL. A failing call raises (through the origin's retry loop), and the caller then runs the
+query: data is never served as unchanged when the check itself failed.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class Mapping:
         types: TypingMapping[str, str] | None = None,
         reuse: str | float | timedelta | None = None,
         tables: Sequence[str] | None = None,
-        validate: Validate | None = "auto",
+        validate: Validate | Literal[False] | None = "auto",
         validate_interval: str | float | timedelta | None = None,
         register: bool = True,
     ) -> None:
@@ -203,7 +203,7 @@ class Mapping:
                     f"7 days, and never longer than the ttl ({ttl_s:g} s) here: give a duration "
                     "in that range, e.g. reuse='15m', or None to turn it off")
         declared_tables = _tables_option(name, tables)
-        if validate is False:
+        if validate is False:  # TOML has no None: validate = false
             validate = None
         if validate not in ("auto", "glue", None):
             raise DeclarationError(

@@ -61,3 +61,28 @@ def test_layer_builds_and_imports_alone(tmp_path: Path) -> None:
                        text=True, env={**clean, "ATHENA_WARM_PREWARM": "false",
                                        "POWERTOOLS_TRACE_DISABLED": "true"})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_auto_invalidation_function_is_off_by_default_and_least_privilege() -> None:
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(DEPLOY / "template.yaml"))
+    assert not problems and template is not None
+    params, res = template["Parameters"], template["Resources"]
+    assert params["AutoInvalidate"]["Default"] == "false"
+    fn = res["AutoInvalidateFunction"]
+    assert fn["Condition"] == "AutoInvalidateOn"
+    props = fn["Properties"]
+    assert props["Handler"] == "athena_warm.autoinvalidate.handler"
+    pattern = props["Events"]["TableChanged"]["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.glue"]
+    assert pattern["detail-type"] == ["Glue Data Catalog Table State Change"]
+    assert set(pattern["detail"]) == {"databaseName", "tableName"}  # only this table's events
+    # the same policy as the function that reads the mapping: nothing more
+    assert props["Policies"] == res["CustomerLookupFunction"]["Properties"]["Policies"]
+    doc = res["MappingReaderPolicy"]["Properties"]["PolicyDocument"]
+    assert doc["Version"] == "2012-10-17"
+    actions = {a for s in doc["Statement"] for a in (
+        s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert "glue:GetTable" in actions and "s3:ListBucket" in actions  # the validators
+    assert not any(a.endswith("*") for a in actions)

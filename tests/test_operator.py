@@ -127,7 +127,8 @@ def test_json_schemas(env: dict[str, str]) -> None:
     assert set(status) == {"l2", "mappings"}
     assert {"name", "fingerprint", "l2", "reachable", "generation", "epoch", "floor", "present",
             "corrupt", "lease", "bytes", "copy_generation", "rows", "created_at", "signed",
-            "age_s", "expires_in_s", "stale", "servable"} == set(status["mappings"][0])
+            "age_s", "expires_in_s", "validated_at", "stale",
+            "servable"} == set(status["mappings"][0])
     inv = json.loads(cli(env, "invalidate", "--all", "--json").stdout)["invalidated"][0]
     assert set(inv) == {"name", "generation", "refreshed", "hard", "rows", "query_id"}
 

@@ -96,7 +96,7 @@ def test_an_unchanged_table_is_revalidated_with_no_query(athena: Any, clock: Fak
     first = c.get("cust")
     assert len(athena.double.started) == 1 and first.meta.validated_at is None
     assert glue_calls == ["GetTable"]  # the validator is taken before the query
-    for day in range(3):  # three TTLs pass: three looks at Glue, no query
+    for _ in range(3):  # three TTLs pass: three looks at Glue, no query
         clock.advance(TTL + 1)
         m = c.get("cust")
         assert m is first and m.meta.validated_at == WALL0 + clock()
@@ -190,7 +190,7 @@ def test_the_iceberg_state_is_its_metadata_location(aws: None) -> None:
 
 def test_a_failed_check_runs_the_query_and_never_claims_revalidation(
         athena: Any, clock: FakeClock, events: list[Any]) -> None:
-    lake = Lake()
+    Lake()
     declare()
     c = cache(athena, clock)
     c.get("cust")
@@ -410,7 +410,7 @@ def test_declared_tables_win_and_are_checked() -> None:
     assert not m.reads("other.t1") and not m.reads("v")
     with pytest.raises(DeclarationError, match="not a table name"):
         Mapping("m", sql="SELECT 1", key="a", tables=["a b"], register=False)
-    with pytest.raises(DeclarationError, match="list of 'database.table'"):
+    with pytest.raises(DeclarationError, match=r"list of 'database\.table'"):
         Mapping("m", sql="SELECT 1", key="a", tables="db.t", register=False)  # type: ignore[arg-type]
 
 
