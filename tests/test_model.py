@@ -1,7 +1,8 @@
 """A model-based test of the refresh path: several containers (each its own Cache and L1) share
 one in-memory tier and one fake clock, through freezes mid-refresh, origin failures and bad
-data, table updates, invalidations (soft, --refresh, --hard), tier outages, losses and damage.
-The freshness invariants are checked after every step.
+data, table updates, invalidations (soft, --refresh, --hard), tier outages, losses and damage,
+with revalidation (a validator that names the table's version, or fails) at each TTL and every
+``validate_interval``. The freshness invariants are checked after every step.
 
 CI runs a short profile (under a minute); ``ATHENA_WARM_MODEL_PROFILE=long`` runs a long one.
 """
@@ -28,7 +29,7 @@ from athena_warm import (
 from athena_warm._codec import CorruptPayloadError, decode
 from tests.faults import Clocks, Table, TableOrigin, container, declare_table
 
-TTL, MAX_STALE, RETRY, CHECK = 60.0, 300.0, 5.0, 10.0
+TTL, MAX_STALE, RETRY, CHECK, VALIDATE_EVERY = 60.0, 300.0, 5.0, 10.0, 20.0
 REFRESH_TIMEOUT = 120.0
 CONTAINERS = 3
 FP_NAME = "customers"
@@ -64,6 +65,14 @@ class ModelOrigin(TableOrigin):
         finally:
             m.in_flight.pop()
 
+    def validator(self, tables: Any, **kw: Any) -> str:
+        """The table's version, or the fleet's validator failure."""
+        m = self.model
+        m.checks += 1
+        if m.validator_fails:
+            raise OriginError("Glue is down", state="ERROR")
+        return f"v{m.table.version}"
+
 
 def _holder(m: FleetModel) -> str | None:
     lease = m.tier.info(FP_NAME, m.fp)
@@ -74,7 +83,8 @@ class FleetModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         _declare.REGISTRY.clear()
-        self.decl = declare_table(FP_NAME, ttl=TTL, max_stale=MAX_STALE, ttl_jitter=0.1)
+        self.decl = declare_table(FP_NAME, ttl=TTL, max_stale=MAX_STALE, ttl_jitter=0.1,
+                                  validate_interval=VALIDATE_EVERY)
         self.fp = self.decl.fingerprint
         self.clocks = Clocks()
         self.tier = MemoryTier(clock=self.clocks.mono)
@@ -83,6 +93,9 @@ class FleetModel(RuleBasedStateMachine):
         self.bad: str | None = None
         self.in_flight: list[str | None] = []
         self.queries = 0
+        self.checks = 0
+        self.validator_fails = False
+        self.history: list[tuple[float, int]] = [(0.0, 1)]  # (wall time, version from then)
         self.origins = [ModelOrigin(self, i) for i in range(CONTAINERS)]
         self.caches = [container(self.clocks, self.tier, self.origins[i],
                                  retry_interval=RETRY, check_interval=CHECK,
@@ -102,10 +115,13 @@ class FleetModel(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.clocks.advance(seconds)
 
-    @rule(kind=st.sampled_from(["origin", "duplicate", "empty", "missing", "client"]))
+    @rule(kind=st.sampled_from(["origin", "duplicate", "empty", "missing", "client",
+                                "validator"]))
     def origin_fails(self, kind: str) -> None:
         self.fail, self.bad = None, None
-        if kind == "origin":
+        if kind == "validator":
+            self.validator_fails = True
+        elif kind == "origin":
             self.fail = OriginError("Athena is down", state="FAILED")
         elif kind == "client":
             self.fail = ValueError("cannot build the client")
@@ -115,10 +131,19 @@ class FleetModel(RuleBasedStateMachine):
     @rule()
     def origin_recovers(self) -> None:
         self.fail, self.bad = None, None
+        self.validator_fails = False
 
     @rule()
     def table_changes(self) -> None:
+        self._change()
+
+    def _change(self) -> None:
+        self.clocks.advance(0.001)  # a change is strictly after what was checked before it
         self.table.version += 1
+        self.history.append((self.clocks.wall(), self.table.version))
+
+    def version_at(self, wall: float) -> int:
+        return [v for t, v in self.history if t <= wall][-1]
 
     @rule()
     def l2_down(self) -> None:
@@ -182,7 +207,7 @@ class FleetModel(RuleBasedStateMachine):
             origin.during = None
             self.clocks.advance(frozen)
             if change:
-                self.table.version += 1
+                self._change()
             if j != i:
                 self._invoke(j, 30.0)
 
@@ -208,9 +233,14 @@ class FleetModel(RuleBasedStateMachine):
             self._check_error(exc)
             return
         now = self.clocks.wall()
-        age = now - view.meta.loaded_at
-        assert age < TTL + MAX_STALE, f"served a copy {age:.1f} s old"
+        validated = view.meta.validated_at
+        age = now - max(view.meta.loaded_at, validated or 0.0)
+        assert age < TTL + MAX_STALE, f"served a copy {age:.1f} s past its last check"
         version = int(next(iter(view.values()))[1:])
+        if validated is not None:  # revalidated: the table was at the copy's version then
+            assert self.version_at(validated) == version, \
+                f"v{version} revalidated at {validated} when the table was " \
+                f"v{self.version_at(validated)}"
         assert version >= self.served[i], \
             f"container {i} went back from v{self.served[i]} to v{version}"
         self.served[i] = version
