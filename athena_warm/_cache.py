@@ -185,7 +185,7 @@ class Cache:
         emit(logging.WARNING, "disabled",
             "athena-warm is disabled (ATHENA_WARM_DISABLED): querying the origin for %s",
                     name, extra={"mapping": name})
-        view = self.refresher.query_now(decl, number=0, epoch="").view
+        view = self.refresher.query_now(decl, number=0, epoch="", validate=False).view
         if self._scope_depth:
             self.pinned[name] = view
         return view

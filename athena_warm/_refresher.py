@@ -29,6 +29,7 @@ from ._build import build
 from ._events import emit
 from ._l1 import Entry
 from ._memory import LocalLeases
+from ._revalidate import Revalidation
 from ._view import MappingMeta
 from .exceptions import (
     AthenaWarmError,
@@ -38,14 +39,12 @@ from .exceptions import (
     RefreshError,
     StaleLimitError,
 )
-from .l2 import VALIDATE_SUFFIX, Generation, Lease
+from .l2 import Generation, Lease
 from .origin import (
     AsyncOrigin,
     Origin,
     QueryResult,
-    ValidatingOrigin,
     deadline_scope,
-    time_left,
 )
 
 if TYPE_CHECKING:  # the shared copies (and the codec) load only when L2 is configured
@@ -67,7 +66,7 @@ class Deferred:
     query_id: str | None
 
 
-class Refresher:
+class Refresher(Revalidation):
     def __init__(self, *, shared: SharedCopies | None, local: LocalLeases,
                  origin: Callable[[], Origin], clock: Callable[[], float],
                  wall_clock: Callable[[], float], sleep: Callable[[float], None],
@@ -502,11 +501,15 @@ class Refresher:
 
     # -- without a lease (the kill switch, invalidate --refresh) -----------------------------------
 
-    def query_now(self, decl: Mapping, *, number: int, epoch: str) -> Entry:
-        """Query the origin now, without a lease; no publish."""
+    def query_now(self, decl: Mapping, *, number: int, epoch: str,
+                  validate: bool = True) -> Entry:
+        """Query the origin now, without a lease; no publish. ``validate=False`` (the kill
+        switch): no metadata call either, the copy is never kept past this invocation."""
         origin = self.origin()
-        with deadline_scope(None, self.clock):
-            validator = self._validator(decl, origin)
+        validator = None
+        if validate:
+            with deadline_scope(None, self.clock):
+                validator = self._validator(decl, origin)
         start, created_at = self.clock(), self.wall_clock()
         with self.span("## athena-warm origin query"), deadline_scope(None, self.clock):
             if isinstance(origin, AsyncOrigin):
@@ -531,116 +534,6 @@ class Refresher:
         return self.shared.publish(decl, entry.view, gen=gen, created_at=entry.created_at,
                                    load_seconds=entry.load_seconds, token=None,
                                    validator=entry.validator) == "written"
-
-    # -- revalidation ------------------------------------------------------------------------------
-
-    def validator(self, decl: Mapping) -> str | None:
-        """The tables' fingerprint now (None: unknown or the check failed)."""
-        with deadline_scope(None, self.clock):
-            return self._validator(decl, self.origin())
-
-    def _validator(self, decl: Mapping, origin: Origin) -> str | None:
-        """The current fingerprint of the tables ``decl`` reads; None when unknown, or when the
-        check failed (then the query runs: never served as unchanged on a failed check)."""
-        if decl.validate is None or not isinstance(origin, ValidatingOrigin):
-            return None
-        left = time_left()
-        if left is not None and left < rules.VALIDATE_MIN_LEFT:
-            emit(logging.INFO, "validate_unknown",
-                 "athena-warm: not checking the tables of %s: %.1f s left in this invocation "
-                 "is kept for the query", decl.name, left,
-                 extra={"mapping": decl.name, "reason": "too little time left"})
-            return None
-        try:
-            tables = decl.read_tables()
-            if not tables:
-                return None
-            with self.span("## athena-warm validate"):
-                return origin.validator(tables, database=decl.database, catalog=decl.catalog,
-                                        listing=decl.validate == "auto")
-        except Exception as exc:
-            emit(logging.WARNING, "validate_failed",
-                 "athena-warm: could not check whether the tables of %s changed (%s: %s); "
-                 "the query runs instead", decl.name, type(exc).__name__, exc,
-                 extra={"mapping": decl.name, "error": type(exc).__name__})
-            return None
-
-    def _revalidate(self, decl: Mapping, stale: Entry, gen: Generation | None,
-                    validator: str) -> Entry:
-        """The tables did not change since ``stale`` was made: it lives another TTL, here and
-        (a note beside the copy, longer expiries, no re-encoding) for the whole fleet."""
-        at = self.wall_clock()
-        renewed = False
-        if self.shared is not None and gen is not None:
-            renewed = self.shared.renew(decl, created_at=stale.created_at, validator=validator,
-                                        at=at)
-        emit(logging.INFO, "revalidated",
-             "athena-warm: %s is unchanged (its tables' metadata matches the copy's): kept "
-             "for another TTL with no query%s", decl.name, " (and in L2)" if renewed else "",
-             extra={"mapping": decl.name, "generation": stale.generation, "l2": renewed})
-        return self._extended(decl, stale, validator, at)
-
-    def _extended(self, decl: Mapping, cur: Entry, validator: str, at: float) -> Entry:
-        view = cur.view
-        view.meta = dataclasses.replace(view.meta, validated_at=at)
-        return self.entry(decl, view, age=self.wall_clock() - cur.created_at,
-                          number=cur.generation, epoch=cur.epoch, nbytes=cur.nbytes,
-                          load_seconds=cur.load_seconds, validator=validator, validated_at=at)
-
-    def _renewed(self, decl: Mapping, cur: Entry) -> Entry | None:
-        """``cur`` is past its TTL: if another container found its tables unchanged since (the
-        note beside the fleet's copy of it), it lives on from then, with no download."""
-        assert self.shared is not None
-        note = self.shared.note(decl, cur.created_at)
-        if note is None or note.validator != cur.validator or \
-                note.at <= max(cur.validated_at, cur.created_at) or \
-                self.wall_clock() - note.at >= decl.ttl:
-            return None
-        emit(logging.INFO, "renewed",
-             "athena-warm: %s was revalidated by another container: this copy lives on",
-             decl.name, extra={"mapping": decl.name})
-        return self._extended(decl, cur, note.validator, note.at)
-
-    def _check_tables(self, decl: Mapping, cur: Entry, gen: Generation | None, *,
-                      deadline: float | None) -> tuple[Entry | None, Generation | None]:
-        """``validate_interval``: between TTLs, one container per interval (a claim that
-        expires, never released) looks at the tables. Unchanged, or the look failed: (the copy
-        kept, _). Changed: the fleet's newer copy if it has one, else (None, the generation
-        after a bump, which makes every warm container reload)."""
-        now = self.clock()
-        interval = decl.validate_interval or float("inf")
-        kept = dataclasses.replace(cur, next_check=now + interval, fresh_until=min(
-            self.next_look(now, cur.expires_at), now + interval))
-        try:
-            if not cur.validator:
-                return kept, gen
-            leases: Leases = self.shared if gen is not None and self.shared is not None \
-                else self.local
-            if leases.claim(decl, secrets.token_hex(8), ttl=interval, at=self.wall_clock(),
-                            suffix=VALIDATE_SUFFIX) is False:
-                return kept, gen  # another container looked within the interval
-            until = None if deadline is None else deadline - rules.DEADLINE_MARGIN
-            with deadline_scope(until, self.clock):
-                validator = self._validator(decl, self.origin())
-            if validator is None or validator == cur.validator:
-                return kept, gen
-            emit(logging.INFO, "table_changed",
-                 "athena-warm: the tables of %s changed (seen by validate_interval); "
-                 "refreshing it%s", decl.name, " fleet-wide" if gen is not None else "",
-                 extra={"mapping": decl.name})
-            if gen is None or self.shared is None:
-                return None, gen
-            newer = self._from_shared(decl, gen, newer_than=cur.created_at)
-            if newer is not None and newer.validator == validator and \
-                    self.clock() < newer.expires_at:
-                return newer, gen  # another container already loaded the new data
-            return None, self.shared.bump(decl.name)
-        except Exception as exc:  # a look between TTLs never fails a read of a fresh copy
-            emit(logging.WARNING, "validate_failed",
-                 "athena-warm: the check of %s's tables failed (%s: %s); the copy is kept",
-                 decl.name, type(exc).__name__, exc,
-                 extra={"mapping": decl.name, "error": type(exc).__name__})
-            return kept, gen
 
 
 def _start_options(origin: Origin, decl: Mapping) -> dict[str, Any]:

@@ -272,8 +272,10 @@ def test_prewarm_never_fails_the_init(duck: Any, slow_athena: Any) -> None:
     slow = athena_warm.configure(origin=slow_athena, l2=False)
     athena_warm.unregister("customers")
     declare()
-    got = prewarm("customers", cache=slow, budget=0.6)
-    assert got["customers"].startswith("failed: DeadlineError")
+    # (1.5 s for the start call after the 0.5 s deadline margin: a cold boto3 client on a busy
+    # machine, Python 3.13 in CI, took longer than 0.1 s; the query stays RUNNING for 10 polls)
+    got = prewarm("customers", cache=slow, budget=2.0)
+    assert got["customers"].startswith("failed: DeadlineError"), got
     assert len(slow_athena.double.started) == 1
 
 

@@ -376,6 +376,16 @@ def test_validate_interval_without_l2(own_lake: Path, clock: FakeClock) -> None:
     assert o.queries == 2
 
 
+def test_the_kill_switch_makes_no_metadata_call(own_lake: Path, clock: FakeClock,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    declare()
+    o = CountingDuckDB(own_lake)
+    monkeypatch.setenv("ATHENA_WARM_DISABLED", "true")
+    c = cache(o, clock)
+    assert "C0008" in c.get("cust")
+    assert (o.queries, o.checks) == (1, 0)
+
+
 def test_the_duckdb_origin_fingerprints_files(own_lake: Path) -> None:
     o = DuckDBOrigin(own_lake)
     tables = [("analytics", "customers")]
