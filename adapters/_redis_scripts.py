@@ -71,3 +71,21 @@ _LEASE_UPDATE = _LEASE_HELD + (
 _LEASE_RELEASE = _LEASE_HELD + "return redis.call('DEL', KEYS[1])"
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) " \
     "end return 0"
+# The counter as it is, or false when absent or of another type (a layered tier seeds it).
+_GEN_PEEK = ("if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return false end "
+             "return redis.call('HMGET', KEYS[1], 'e', 'g', 'hard')")
+# ARGV: epoch, number, floor, force. Set the counter to ARGV unless it is valid and (not
+# force, or force and already at least as far on the same epoch); return what it holds.
+_GEN_SEED = _GEN_READ + (
+    "local t = redis.call('TYPE', KEYS[1])['ok'] "
+    "if t == 'hash' then local v = redis.call('HMGET', KEYS[1], 'e', 'g', 'hard') "
+    "if v[1] and string.len(v[1]) == 16 and string.match(v[1], '^[0-9a-f]+$') and num(v[2]) "
+    "and ((not v[3]) or num(v[3])) then "
+    "if ARGV[4] ~= '1' then return {v[1], v[2], v[3] or '0'} end "
+    "if v[1] == ARGV[1] and tonumber(v[2]) >= tonumber(ARGV[2]) "
+    "and tonumber(v[3] or '0') >= tonumber(ARGV[3]) then return {v[1], v[2], v[3] or '0'} end "
+    "end end "
+    "redis.call('DEL', KEYS[1]) "
+    "redis.call('HSET', KEYS[1], 'e', ARGV[1], 'g', ARGV[2], 'hard', ARGV[3]) "
+    "return {ARGV[1], ARGV[2], ARGV[3]}"
+)

@@ -44,11 +44,14 @@ from ..l2 import (
     new_epoch,
     parse_generation,
 )
+from ._breaker import CircuitBreaker
 from ._elasticache_iam import ElastiCacheIAMProvider
 from ._redis_scripts import (
     _ACQUIRE,
     _BUMP,
     _DELETE_IF,
+    _GEN_PEEK,
+    _GEN_SEED,
     _GENERATION,
     _LEASE_RELEASE,
     _LEASE_UPDATE,
@@ -59,43 +62,6 @@ log = logging.getLogger("athena_warm")
 T = TypeVar("T")
 
 MAX_TTL_MS = 2**40  # about 35 years: longer expiries are clamped (Redis refuses huge ones)
-
-
-class CircuitBreaker:
-    """Closed -> (a failure) -> open for ``reset_window`` -> one trial call -> closed or open."""
-
-    def __init__(self, reset_window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.reset_window = reset_window
-        self.clock = clock
-        self._open_until = 0.0
-        self._trial = False
-        self._lock = threading.Lock()
-        self.failures = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self.clock() < self._open_until
-
-    def allow(self) -> bool:
-        if self._open_until == 0.0:
-            return True
-        with self._lock:
-            if self.clock() < self._open_until or self._trial:
-                return False
-            self._trial = True  # half-open: exactly one caller tries
-            return True
-
-    def success(self) -> None:
-        if self._open_until:
-            with self._lock:
-                self._open_until = 0.0
-                self._trial = False
-
-    def failure(self) -> None:
-        with self._lock:
-            self.failures += 1
-            self._open_until = self.clock() + self.reset_window
-            self._trial = False
 
 
 class RedisL2:
@@ -273,6 +239,31 @@ class RedisL2:
             return None if gen is None else (gen, _text(how))
 
         return self._run("generation check", mapping, op, None)
+
+    def peek_generation(self, mapping: str) -> Generation | Literal[False] | None:
+        """The counter as stored, without creating it: False when absent or malformed."""
+
+        def op(c: Any) -> Generation | Literal[False]:
+            got = c.eval(_GEN_PEEK, 1, self.key(mapping, "gen"))
+            return (parse_generation(*got) if got else None) or False
+
+        return self._run("generation check", mapping, op, None)
+
+    def seed_generation(self, mapping: str, gen: Generation, *,
+                        force: bool = False) -> Generation | None:
+        """Set the counter to ``gen`` where it is absent or malformed (``force``: also where
+        it is of another epoch or behind); what it holds after. None if unreachable."""
+
+        def op(c: Any) -> Generation | None:
+            got = c.eval(_GEN_SEED, 1, self.key(mapping, "gen"), gen.epoch, str(gen.number),
+                         str(gen.floor), "1" if force else "0")
+            return parse_generation(*got)
+
+        return self._run("generation seed", mapping, op, None)
+
+    def reachable(self) -> bool:
+        """False while the circuit breaker is open (a call failed within reset_window)."""
+        return not self.breaker.is_open
 
     def bump(self, mapping: str, *, hard: bool = False) -> Generation:
         key = self.key(mapping, "gen")

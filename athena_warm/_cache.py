@@ -55,7 +55,8 @@ class Cache:
 
     ``clock`` is monotonic seconds (TTL arithmetic); ``wall_clock`` is epoch seconds (only for
     data other processes read: when a copy was made). ``l2`` is a SharedTier, a
-    ``redis://``/``rediss://`` URL, or ``False`` for none; unset, ``$ATHENA_WARM_REDIS_URL``.
+    ``redis://``/``rediss://``/``s3://`` URL, or ``False`` for none; unset,
+    ``$ATHENA_WARM_REDIS_URL`` and/or ``$ATHENA_WARM_S3_URL`` (both: Redis over S3).
     ``check_interval`` is how often a warm copy asks L2 whether its mapping was invalidated.
     ``retry_interval`` is how often a container serving a stale copy looks again for the
     refreshed one; ``refresh_timeout`` how long a refresh may run before another container
@@ -295,8 +296,8 @@ class Cache:
         decl = self.declaration(name)
         if self.shared is None:
             raise L2Error(
-                f"invalidate --refresh of {name!r} needs L2 (ATHENA_WARM_REDIS_URL): without it "
-                "there is no fleet to switch, only this process"
+                f"invalidate --refresh of {name!r} needs L2 (ATHENA_WARM_REDIS_URL or "
+                "ATHENA_WARM_S3_URL): without it there is no fleet to switch, only this process"
             )
         current = self.shared.generation(name)
         if current is None:
@@ -379,8 +380,8 @@ def _open_l2_or_none(url: str | None) -> SharedTier | None:
     except (ConfigurationError, ImportError) as exc:
         emit(logging.ERROR, "l2_error",
              "athena-warm: L2 is off for this process: %s: %s. Reads use L1 and the origin; "
-             "fix ATHENA_WARM_REDIS_URL, or install the redis extra for this Python "
-             "(pip install 'athena-warm[redis]')", type(exc).__name__, exc,
+             "fix ATHENA_WARM_REDIS_URL / ATHENA_WARM_S3_URL, or install the redis extra for "
+             "this Python (pip install 'athena-warm[redis]')", type(exc).__name__, exc,
              extra={"tier": "l2"})
         return None
     return tier

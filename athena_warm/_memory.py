@@ -100,6 +100,37 @@ class MemoryTier:
         with self._lock:
             return self._generation_locked(mapping)
 
+    def peek_generation(self, mapping: str) -> Generation | Literal[False] | None:
+        """The counter as stored, without creating it: False when absent or malformed."""
+        if not self._up():
+            return None
+        with self._lock:
+            raw = self._get(self.key(mapping, "gen"))
+            if not isinstance(raw, dict):
+                return False
+            return parse_generation(raw.get("e"), raw.get("g"), raw.get("hard")) or False
+
+    def seed_generation(self, mapping: str, gen: Generation, *,
+                        force: bool = False) -> Generation | None:
+        """Set the counter to ``gen`` where it is absent or malformed (``force``: also where
+        it is of another epoch or behind); what it holds after. None if unreachable."""
+        if not self._up():
+            return None
+        with self._lock:
+            raw = self._get(self.key(mapping, "gen"))
+            have = parse_generation(raw.get("e"), raw.get("g"), raw.get("hard")) \
+                if isinstance(raw, dict) else None
+            if have is not None and (not force or (
+                    have.epoch == gen.epoch and have.number >= gen.number
+                    and have.floor >= gen.floor)):
+                return have
+            self._set(self.key(mapping, "gen"),
+                      {"e": gen.epoch, "g": str(gen.number), "hard": str(gen.floor)}, None)
+            return gen
+
+    def reachable(self) -> bool:
+        return self.available
+
     def bump(self, mapping: str, *, hard: bool = False) -> Generation:
         if not self._up():
             raise L2Error(f"could not bump the generation of {mapping!r}: the memory tier is "

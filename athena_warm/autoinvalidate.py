@@ -13,9 +13,10 @@ fails to refresh does not stop the others; the handler raises at the end, so tha
 the event (the ones already done are then skipped as current).
 
 Handler: ``athena_warm.autoinvalidate.handler``. Declarations: ``ATHENA_WARM_APP`` or
-``ATHENA_WARM_CONFIG``; L2: ``ATHENA_WARM_REDIS_URL`` (required: the fleet is reached through
-it). IAM: what a function that loads the mappings needs (Athena, Glue ``GetTable``, the results
-bucket, L2), nothing more. See ``deploy/template.yaml`` (``AutoInvalidate``).
+``ATHENA_WARM_CONFIG``; L2: ``ATHENA_WARM_REDIS_URL`` and/or ``ATHENA_WARM_S3_URL``
+(required: the fleet is reached through it). IAM: what a function that loads the mappings
+needs (Athena, Glue ``GetTable``, the results bucket, L2), nothing more. See
+``deploy/template.yaml`` (``AutoInvalidate``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def handle(event: dict[str, Any], *, cache: Cache | None = None,
     cache = cache if cache is not None else default_cache()
     if cache.shared is None:
         raise ConfigurationError(
-            "automatic invalidation needs L2 (ATHENA_WARM_REDIS_URL): the fleet's containers "
+            "automatic invalidation needs L2 (ATHENA_WARM_REDIS_URL or ATHENA_WARM_S3_URL): the "
+            "fleet's containers "
             "learn of a change only through it")
     tables = changed_tables(event, locations=locations)
     default_db = os.environ.get("ATHENA_WARM_DATABASE")

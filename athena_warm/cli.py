@@ -298,8 +298,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"l2": cache.l2 is not None, "mappings": items}, indent=2))
         return 1 if bad else 0
     if cache.l2 is None:
-        print("no L2 configured (ATHENA_WARM_REDIS_URL): each container holds its own copy, "
-              "which only that container can see; declared: " + ", ".join(names))
+        print("no L2 configured (ATHENA_WARM_REDIS_URL, ATHENA_WARM_S3_URL): each container "
+              "holds its own copy, which only that container can see; declared: "
+              + ", ".join(names))
         return 0
     rows = [("NAME", "L2 COPY", "GEN", "COPY GEN", "AGE", "EXPIRES IN", "ROWS", "BYTES",
              "LEASE")]
@@ -338,7 +339,8 @@ def _cmd_invalidate(args: argparse.Namespace) -> int:
     if cache.l2 is None:
         raise L2Error(
             "no L2 configured: an invalidation reaches other containers only through L2 (the "
-            "generation counter they check). Set ATHENA_WARM_REDIS_URL to the fleet's cache; "
+            "generation counter they check). Set ATHENA_WARM_REDIS_URL (or ATHENA_WARM_S3_URL) to "
+            "the fleet's shared tier; "
             "without it, containers reload when their TTL ends."
         )
     out = []

@@ -7,8 +7,10 @@ that does not parse is a miss (or, for the generation counter, is reset to a new
 
 A tier fails open: a read that cannot reach the store returns None, a write returns None. Only
 ``bump`` (an operator's invalidation) raises, because its caller must know it did not happen.
-Production tier: Redis / Valkey / ElastiCache (``athena_warm.adapters.redis``), configured by
-``ATHENA_WARM_REDIS_URL``; redis-py is imported on first use. ``MemoryTier`` (athena_warm._memory)
+Production tiers: Redis / Valkey / ElastiCache (``athena_warm.adapters.redis``, configured by
+``ATHENA_WARM_REDIS_URL``; redis-py is imported on first use), S3 (``athena_warm.adapters.s3``,
+``ATHENA_WARM_S3_URL``, conditional writes; boto3 on first use), or both (``LayeredTier``:
+Redis over S3, which survives losing Redis). ``MemoryTier`` (athena_warm._memory)
 has the same semantics in one process, for tests and local runs.
 """
 
@@ -19,7 +21,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._config import resolve
 
@@ -242,17 +244,34 @@ class SharedTier(Protocol):
         ...
 
 
-def open_l2(url: str | None = None) -> SharedTier | None:
-    """The tier named by ``url`` or ``$ATHENA_WARM_REDIS_URL``: ``redis://`` or ``rediss://``
-    (TLS) for Redis/Valkey, ``memory://`` for a tier private to this process; None when neither
-    is set (no L2)."""
-    url = resolve(url, "REDIS_URL", None)
-    if not url:
-        return None
-    if url.startswith("memory://"):
+def open_l2(url: str | None = None, *, s3_url: str | None = None) -> SharedTier | None:
+    """The shared tier the configuration names; None when it names none (no L2).
+
+    ``url`` or ``$ATHENA_WARM_REDIS_URL``: ``redis://`` or ``rediss://`` (TLS) for Redis /
+    Valkey / ElastiCache, ``memory://`` for a tier private to this process; ``s3_url`` or
+    ``$ATHENA_WARM_S3_URL``: ``s3://bucket/prefix``. Both: Redis over S3 (``LayeredTier``).
+    ``url`` may itself be an ``s3://`` URL (S3 alone)."""
+    if url is not None and url.startswith("s3://"):
+        url, s3_url = None, url
+    else:
+        url = resolve(url, "REDIS_URL", None)
+        s3_url = resolve(s3_url, "S3_URL", None)
+    fast: Any = None
+    if url and url.startswith("memory://"):
         from ._memory import MemoryTier
 
-        return MemoryTier()
-    from .adapters.redis import RedisL2
+        fast = MemoryTier()
+    elif url:
+        from .adapters.redis import RedisL2
 
-    return RedisL2(url)
+        fast = RedisL2(url)
+    if not s3_url:
+        return fast  # type: ignore[no-any-return]
+    from .adapters.s3 import S3Tier
+
+    durable = S3Tier(s3_url)
+    if fast is None:
+        return durable
+    from ._layered import LayeredTier
+
+    return LayeredTier(fast, durable)

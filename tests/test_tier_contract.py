@@ -1,9 +1,11 @@
-"""The shared-tier contract: what every SharedTier does, run against the in-memory tier and
-RedisL2 on each real server (valkey-server, redis-server). Generation with epochs, fenced
-publishes, leases with fencing numbers, fail-open, and damaged values read as misses."""
+"""The shared-tier contract: what every SharedTier does, run against the in-memory tier,
+RedisL2 on each real server (valkey-server, redis-server) and S3Tier on moto. Generation with
+epochs, fenced publishes, leases with fencing numbers, fail-open, and damaged values read as
+misses."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 from athena_warm.adapters.redis import RedisL2
+from athena_warm.adapters.s3 import S3Tier
 
 from athena_warm import L2Error, MemoryTier
 from athena_warm.l2 import Generation, Lease
@@ -30,11 +33,42 @@ class Handle:
         self.flush, self.advance, self.down = flush, advance, down
 
     def key(self, mapping: str, *parts: str) -> str:
+        if isinstance(self.tier, S3Tier):  # one object per copy: its metadata is the pointer
+            parts = tuple("copy" if p == "ptr" else p for p in parts)
         return str(self.tier.key(mapping, *parts))
 
 
-@pytest.fixture(params=["memory", *sorted(SERVERS)])
+def s3_handle(request: pytest.FixtureRequest) -> Handle:
+    """S3Tier on moto (in this process), on a fake epoch clock for the leases."""
+    import boto3
+
+    request.getfixturevalue("aws")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="shared-tier")
+    clock = FakeClock(1_700_000_000.0)
+    tier = S3Tier("s3://shared-tier/athena-warm", clock=clock)
+
+    def raw_set(k: str, v: Any) -> None:
+        s3.put_object(Bucket="shared-tier", Key=k, Body=v if isinstance(v, bytes) else str(v))
+
+    def flush() -> None:
+        for obj in s3.list_objects_v2(Bucket="shared-tier").get("Contents", []):
+            s3.delete_object(Bucket="shared-tier", Key=obj["Key"])
+
+    def down() -> S3Tier:
+        dead = S3Tier("s3://shared-tier/athena-warm", connect_timeout=0.2, clock=clock,
+                      client=boto3.client("s3", region_name="us-east-1",
+                                          endpoint_url=f"http://127.0.0.1:{free_port()}"))
+        return dead
+
+    return Handle(tier, raw_set, lambda k, v: raw_set(k, json.dumps(v).encode()), flush,
+                  clock.advance, down)
+
+
+@pytest.fixture(params=["memory", "s3", *sorted(SERVERS)])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Handle:
+    if request.param == "s3":
+        return s3_handle(request)
     if request.param == "memory":
         clock = FakeClock()
         tier = MemoryTier(clock=clock)
