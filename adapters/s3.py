@@ -57,6 +57,7 @@ __all__ = ["S3Tier"]
 
 T = TypeVar("T")
 MAX_SMALL_BYTES = MAX_LEASE_BYTES + 256  # a counter, a lease or a note is never bigger
+WHOLE_BYTES = 1 << 20  # head() downloads a copy this small whole (S3's latency is per request)
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9!\-_.*'()/]{0,512}")
 _ABSENT = ("NoSuchKey", "404", "NotFound", "InvalidRange", "416")
@@ -93,6 +94,7 @@ class S3Tier:
         self.breaker = CircuitBreaker(self.reset_window)
         self._client = client
         self._client_lock = threading.Lock()
+        self._local = threading.local()  # a copy head() downloaded whole, for read()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -137,9 +139,10 @@ class S3Tier:
         return result
 
     def _get(self, c: Any, key: str, *, limit: int,
-             byte_range: str | None = None) -> tuple[bytes, str, dict[str, str]] | None:
-        """(body, ETag, metadata) of ``key``; None when absent. A body over ``limit`` bytes is
-        not downloaded: it reads as b"" (damage; the caller's parser refuses it)."""
+             byte_range: str | None = None) -> tuple[bytes, str, dict[str, str], str] | None:
+        """(body, ETag, metadata, Content-Range) of ``key``; None when absent. A body over
+        ``limit`` bytes is not downloaded: it reads as b"" (damage; the caller's parser refuses
+        it)."""
         kw = {"Range": byte_range} if byte_range else {}
         try:
             got = c.get_object(Bucket=self.bucket, Key=key, **kw)
@@ -150,12 +153,13 @@ class S3Tier:
         body = got["Body"]
         try:
             if int(got.get("ContentLength") or 0) > limit:
-                return b"", str(got.get("ETag") or ""), {}
+                return b"", str(got.get("ETag") or ""), {}, ""
             data = body.read(limit + 1)
         finally:
             body.close()
         meta = got.get("Metadata") or {}
-        return (data if len(data) <= limit else b""), str(got.get("ETag") or ""), meta
+        return (data if len(data) <= limit else b""), str(got.get("ETag") or ""), meta, \
+            str(got.get("ContentRange") or "")
 
     def _put(self, c: Any, key: str, body: bytes, etag: str | None, *,
              metadata: dict[str, str] | None = None) -> None:
@@ -235,6 +239,9 @@ class S3Tier:
     def read(self, mapping: str, fingerprint: str, *,
              max_chunks: int = MAX_CHUNKS) -> bytes | None:
         limit = max(1, min(max_chunks, MAX_CHUNKS)) * MIN_CHUNK_BYTES
+        held = self._held(mapping, fingerprint)
+        if held is not None and len(held) <= limit:
+            return held  # head() just downloaded it whole: no second request
 
         def op(c: Any) -> bytes | None:
             got = self._copy(c, mapping, fingerprint, limit=limit)
@@ -243,12 +250,28 @@ class S3Tier:
         return self._run("read", mapping, op, None)
 
     def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:
+        """The first ``size`` bytes. A copy of at most WHOLE_BYTES is downloaded whole and
+        held for the ``read`` that follows in this thread (one request instead of two)."""
+        self._local.held = None
+
         def op(c: Any) -> bytes | None:
-            got = self._copy(c, mapping, fingerprint, limit=size,
-                             byte_range=f"bytes=0-{max(size, 1) - 1}")
-            return None if got is None else got[0][:size]
+            span = max(size, WHOLE_BYTES)
+            got = self._get(c, self.key(mapping, fingerprint, "copy"), limit=span,
+                            byte_range=f"bytes=0-{span - 1}")
+            ptr = None if got is None else Pointer.decode(got[2].get("aw-pointer"))
+            if got is None or ptr is None or not got[0]:
+                return None
+            total = _total(got[3])
+            if total == len(got[0]) and total > size:
+                self._local.held = (mapping, fingerprint, got[0])
+            return got[0][:size]
 
         return self._run("read", mapping, op, None)
+
+    def _held(self, mapping: str, fingerprint: str) -> bytes | None:
+        held = getattr(self._local, "held", None)
+        self._local.held = None  # used once
+        return held[2] if held is not None and held[:2] == (mapping, fingerprint) else None
 
     def _stored(self, c: Any, mapping: str,
                 fingerprint: str) -> tuple[Pointer | None, str | None]:
@@ -433,6 +456,12 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _total(content_range: str) -> int | None:
+    """The object's whole size from ``bytes 0-99/1234``; None when it does not say."""
+    _, _, total = content_range.rpartition("/")
+    return int(total) if total.isdigit() else None
 
 
 def _ms(seconds: float) -> int:

@@ -155,11 +155,11 @@ def athena(aws: None, lake: Path, clock: FakeClock) -> Any:
     return origin
 
 
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """A moto server process (for tests whose several processes share one fake AWS)."""
+def _moto(module: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", module, *([] if module == "tests.moto_serial"
+                                                             else ["-p"]), str(port)],
+                            cwd=Path(__file__).resolve().parent.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     import requests
@@ -170,6 +170,7 @@ def moto_server() -> Iterator[str]:
             requests.get(url + "/moto-api/", timeout=1)
             break
         except requests.ConnectionError:
+            assert proc.poll() is None, f"{module} exited"
             assert time.monotonic() < deadline, "moto server did not start"
             time.sleep(0.1)
     try:
@@ -177,6 +178,19 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto server process (for tests whose several processes share one fake AWS)."""
+    yield from _moto("moto.server")
+
+
+@pytest.fixture
+def moto_serial() -> Iterator[str]:
+    """A moto server that answers one request at a time (S3 conditional writes atomic, as on
+    S3: see tests/moto_serial.py)."""
+    yield from _moto("tests.moto_serial")
 
 
 @pytest.fixture

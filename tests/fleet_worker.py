@@ -5,13 +5,15 @@ then calls get_mapping from several threads at once and prints what each call go
 
 Options: url, lake, threads, delay (seconds the origin sleeps per query), refresh_timeout,
 remaining (seconds each call may take), athena (use AthenaOrigin against a moto server whose
-results DuckDB computes), name (worker name, for the counters).
+results DuckDB computes), name (worker name, for the counters), s3 (a moto server: the shared
+tier is S3 there, s3://fleet-cache/aw, and Redis only counts and signals).
 Counters in Redis: test:queries (origin queries started), test:ready (workers ready).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -68,6 +70,18 @@ def athena_origin(opts: dict[str, Any], counter: Any) -> Any:
     return origin
 
 
+def shared_tier(opts: dict[str, Any]) -> Any:
+    if not opts.get("s3"):
+        return RedisL2(opts["url"])
+    from athena_warm.adapters.s3 import S3Tier
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": opts["s3"]})
+    tier = S3Tier("s3://fleet-cache/aw")
+    tier.client()  # boto3's import and client (1-4 s in 20 processes at once) before the start
+    return tier
+
+
 def main() -> None:
     opts = json.loads(sys.argv[1])
     counter = redis.Redis.from_url(opts["url"])
@@ -76,7 +90,7 @@ def main() -> None:
             max_stale="1d", ttl_jitter=0)
     origin = athena_origin(opts, counter) if opts.get("athena") else \
         SlowCountingOrigin(opts["lake"], opts.get("delay", 0.0), counter)
-    cache = Cache(origin=origin, l2=RedisL2(opts["url"]),
+    cache = Cache(origin=origin, l2=shared_tier(opts),
                   refresh_timeout=opts.get("refresh_timeout", 60))
     counter.incr("test:ready")
     while not counter.get("test:go"):

@@ -309,3 +309,26 @@ def test_the_s3_objects_are_json_and_the_copy_is_the_l2_format(
     copy = s3.get_object(Bucket=BUCKET, Key=f"athena-warm/customers/{m.meta.fingerprint}/copy")
     assert copy["Metadata"]["aw-pointer"].count(":") == 4
     assert copy["ContentLength"] < 20_000  # 1,000 rows, compressed
+
+
+def count_requests(tier: S3Tier) -> list[str]:
+    seen: list[str] = []
+    tier.client().meta.events.register(
+        "before-send.s3.*", lambda request, **_: seen.append(request.method))
+    return seen
+
+
+@pytest.mark.parametrize("whole", [1 << 20, 100])
+def test_a_cold_read_is_two_requests_when_the_copy_is_small(
+        s3: Any, duck: Any, whole: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generation, then the copy: head() downloads a copy under WHOLE_BYTES whole and
+    read() uses it; a bigger one costs a third request (the first bytes, then all of it)."""
+    monkeypatch.setattr("athena_warm.adapters.s3.WHOLE_BYTES", whole)
+    declare(validate=None)
+    Fleet(duck, S3Tier(URL)).container()[0].get("customers")
+    tier = S3Tier(URL)
+    seen = count_requests(tier)
+    cold, origin = Fleet(duck, tier).container()
+    got = cold.get("customers")
+    assert got.meta.tier == "l2" and origin.calls == 0 and len(got) == 1000
+    assert seen == ["GET"] * (2 if whole > 20_000 else 3)
