@@ -82,9 +82,11 @@ class S3Tier:
         connect_timeout: str | float | None = None,
         read_timeout: str | float | None = None,
         reset_window: str | float | None = None,
+        whole_bytes: int = WHOLE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url: str = resolve(url, "S3_URL", "") or ""
+        self.whole_bytes = whole_bytes  # 0: head() reads the header only (the node tier)
         self.bucket, self.prefix = parse_s3_url(self.url)
         self.region = resolve(region, "REGION", None)
         self.connect_timeout = resolve_seconds(connect_timeout, "S3_CONNECT_TIMEOUT", 1.0)
@@ -137,6 +139,10 @@ class S3Tier:
             return default
         self.breaker.success()
         return result
+
+    def reachable(self) -> bool:
+        """False while the circuit breaker is open (a call failed within reset_window)."""
+        return not self.breaker.is_open
 
     def _get(self, c: Any, key: str, *, limit: int,
              byte_range: str | None = None) -> tuple[bytes, str, dict[str, str], str] | None:
@@ -250,12 +256,12 @@ class S3Tier:
         return self._run("read", mapping, op, None)
 
     def head(self, mapping: str, fingerprint: str, size: int) -> bytes | None:
-        """The first ``size`` bytes. A copy of at most WHOLE_BYTES is downloaded whole and
+        """The first ``size`` bytes. A copy of at most whole_bytes is downloaded whole and
         held for the ``read`` that follows in this thread (one request instead of two)."""
         self._local.held = None
 
         def op(c: Any) -> bytes | None:
-            span = max(size, WHOLE_BYTES)
+            span = max(size, self.whole_bytes)
             got = self._get(c, self.key(mapping, fingerprint, "copy"), limit=span,
                             byte_range=f"bytes=0-{span - 1}")
             ptr = None if got is None else Pointer.decode(got[2].get("aw-pointer"))

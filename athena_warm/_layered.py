@@ -40,6 +40,10 @@ class LayeredTier:
         # Leases taken on S3 while Redis was down (their update/release go there too).
         self._durable_leases: dict[tuple[str, str, str], None] = {}
 
+    def reachable(self) -> bool:
+        reachable = getattr(self.durable, "reachable", None)
+        return self.fast.reachable() or (not callable(reachable) or bool(reachable()))
+
     def close(self) -> None:
         for tier in (self.fast, self.durable):
             close = getattr(tier, "close", None)

@@ -244,34 +244,46 @@ class SharedTier(Protocol):
         ...
 
 
-def open_l2(url: str | None = None, *, s3_url: str | None = None) -> SharedTier | None:
+def open_l2(url: str | None = None, *, s3_url: str | None = None,
+            node: str | None = None) -> SharedTier | None:
     """The shared tier the configuration names; None when it names none (no L2).
 
     ``url`` or ``$ATHENA_WARM_REDIS_URL``: ``redis://`` or ``rediss://`` (TLS) for Redis /
     Valkey / ElastiCache, ``memory://`` for a tier private to this process; ``s3_url`` or
     ``$ATHENA_WARM_S3_URL``: ``s3://bucket/prefix``. Both: Redis over S3 (``LayeredTier``).
-    ``url`` may itself be an ``s3://`` URL (S3 alone)."""
+    ``url`` may itself be an ``s3://`` URL (S3 alone). ``node`` or ``$ATHENA_WARM_NODE_DIR``
+    (on by default on Lambda Managed Instances): the machine's processes share copies through
+    files there, in front of the others (``NodeTier``), or alone."""
+    from ._node import node_dir
+
     if url is not None and url.startswith("s3://"):
         url, s3_url = None, url
     else:
         url = resolve(url, "REDIS_URL", None)
         s3_url = resolve(s3_url, "S3_URL", None)
-    fast: Any = None
+    folder = node_dir(node)
+    fleet: Any = None
     if url and url.startswith("memory://"):
         from ._memory import MemoryTier
 
-        fast = MemoryTier()
+        fleet = MemoryTier()
     elif url:
         from .adapters.redis import RedisL2
 
-        fast = RedisL2(url)
-    if not s3_url:
-        return fast  # type: ignore[no-any-return]
-    from .adapters.s3 import S3Tier
+        fleet = RedisL2(url)
+    if s3_url:
+        from .adapters.s3 import WHOLE_BYTES, S3Tier
 
-    durable = S3Tier(s3_url)
-    if fast is None:
-        return durable
-    from ._layered import LayeredTier
+        durable = S3Tier(s3_url, whole_bytes=0 if folder else WHOLE_BYTES)
+        if fleet is None:
+            fleet = durable
+        else:
+            from ._layered import LayeredTier
 
-    return LayeredTier(fast, durable)
+            fleet = LayeredTier(fleet, durable)
+    if not folder:
+        return fleet  # type: ignore[no-any-return]
+    from ._files import FileTier
+    from ._node import NodeTier
+
+    return FileTier(folder) if fleet is None else NodeTier(FileTier(folder), fleet)

@@ -320,13 +320,12 @@ def count_requests(tier: S3Tier) -> list[str]:
 
 @pytest.mark.parametrize("whole", [1 << 20, 100])
 def test_a_cold_read_is_two_requests_when_the_copy_is_small(
-        s3: Any, duck: Any, whole: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        s3: Any, duck: Any, whole: int) -> None:
     """The generation, then the copy: head() downloads a copy under WHOLE_BYTES whole and
     read() uses it; a bigger one costs a third request (the first bytes, then all of it)."""
-    monkeypatch.setattr("athena_warm.adapters.s3.WHOLE_BYTES", whole)
     declare(validate=None)
     Fleet(duck, S3Tier(URL)).container()[0].get("customers")
-    tier = S3Tier(URL)
+    tier = S3Tier(URL, whole_bytes=whole)
     seen = count_requests(tier)
     cold, origin = Fleet(duck, tier).container()
     got = cold.get("customers")

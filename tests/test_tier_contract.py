@@ -16,6 +16,7 @@ from athena_warm.adapters.redis import RedisL2
 from athena_warm.adapters.s3 import S3Tier
 
 from athena_warm import L2Error, MemoryTier
+from athena_warm._files import FileTier
 from athena_warm.l2 import Generation, Lease
 from tests.conftest import SERVERS, FakeClock
 from tests.servers import free_port
@@ -35,6 +36,9 @@ class Handle:
     def key(self, mapping: str, *parts: str) -> str:
         if isinstance(self.tier, S3Tier):  # one object per copy: its metadata is the pointer
             parts = tuple("copy" if p == "ptr" else p for p in parts)
+        if isinstance(self.tier, FileTier):  # one file per copy: its first line is the pointer
+            names = {"ptr": "copy", "gen": "gen.json", "lease": "lease.json"}
+            parts = tuple(names.get(p, p) for p in parts)
         return str(self.tier.key(mapping, *parts))
 
 
@@ -65,10 +69,25 @@ def s3_handle(request: pytest.FixtureRequest) -> Handle:
                   clock.advance, down)
 
 
-@pytest.fixture(params=["memory", "s3", *sorted(SERVERS)])
+def node_handle(tmp_path: Path) -> Handle:
+    """FileTier in a temporary directory, on a fake epoch clock for the leases."""
+    clock = FakeClock(1_700_000_000.0)
+    tier = FileTier(tmp_path / "node", clock=clock)
+
+    def raw_set(k: str, v: Any) -> None:
+        Path(k).parent.mkdir(parents=True, exist_ok=True)
+        Path(k).write_bytes(v if isinstance(v, bytes) else str(v).encode())
+
+    return Handle(tier, raw_set, lambda k, v: raw_set(k, json.dumps(v).encode()), tier.flush,
+                  clock.advance, lambda: FileTier("/dev/null/not-a-directory", clock=clock))
+
+
+@pytest.fixture(params=["memory", "s3", "node", *sorted(SERVERS)])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Handle:
     if request.param == "s3":
         return s3_handle(request)
+    if request.param == "node":
+        return node_handle(tmp_path)
     if request.param == "memory":
         clock = FakeClock()
         tier = MemoryTier(clock=clock)
