@@ -6,7 +6,8 @@ then calls get_mapping from several threads at once and prints what each call go
 Options: url, lake, threads, delay (seconds the origin sleeps per query), refresh_timeout,
 remaining (seconds each call may take), athena (use AthenaOrigin against a moto server whose
 results DuckDB computes), name (worker name, for the counters), s3 (a moto server: the shared
-tier is S3 there, s3://fleet-cache/aw, and Redis only counts and signals).
+tier is S3 there, s3://fleet-cache/aw, and Redis only counts and signals), no_l2, node (a
+directory: the node tier), count_reads (whole-copy reads of the fleet's tier in test:l2reads).
 Counters in Redis: test:queries (origin queries started), test:ready (workers ready).
 """
 
@@ -70,7 +71,38 @@ def athena_origin(opts: dict[str, Any], counter: Any) -> Any:
     return origin
 
 
-def shared_tier(opts: dict[str, Any]) -> Any:
+class CountingReads:
+    """The fleet's tier, counting its whole-copy reads in test:l2reads (it calls through)."""
+
+    def __init__(self, tier: Any, counter: Any) -> None:
+        self.tier, self.counter = tier, counter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tier, name)
+
+    def read(self, *args: Any, **kw: Any) -> Any:
+        got = self.tier.read(*args, **kw)
+        if got is not None:
+            self.counter.incr("test:l2reads")
+        return got
+
+
+def shared_tier(opts: dict[str, Any], counter: Any) -> Any:
+    """The worker's shared tier: Redis (default), S3 (``s3``), none (``no_l2``), with the node
+    tier in front (``node``: a directory the workers share)."""
+    fleet = None if opts.get("no_l2") else fleet_tier(opts)
+    if fleet is not None and opts.get("count_reads"):
+        fleet = CountingReads(fleet, counter)
+    if not opts.get("node"):
+        return fleet
+    from athena_warm._files import FileTier
+    from athena_warm._node import NodeTier
+
+    local = FileTier(opts["node"])
+    return local if fleet is None else NodeTier(local, fleet)
+
+
+def fleet_tier(opts: dict[str, Any]) -> Any:
     if not opts.get("s3"):
         return RedisL2(opts["url"])
     from athena_warm.adapters.s3 import S3Tier
@@ -90,7 +122,7 @@ def main() -> None:
             max_stale="1d", ttl_jitter=0)
     origin = athena_origin(opts, counter) if opts.get("athena") else \
         SlowCountingOrigin(opts["lake"], opts.get("delay", 0.0), counter)
-    cache = Cache(origin=origin, l2=shared_tier(opts),
+    cache = Cache(origin=origin, l2=shared_tier(opts, counter),
                   refresh_timeout=opts.get("refresh_timeout", 60))
     counter.incr("test:ready")
     while not counter.get("test:go"):
@@ -112,7 +144,11 @@ def main() -> None:
         t.start()
     for t in threads:
         t.join()
-    print(json.dumps({"name": opts.get("name"), "results": results}), flush=True)
+    import resource
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"name": opts.get("name"), "results": results, "rss_mb": rss_mb}),
+          flush=True)
 
 
 if __name__ == "__main__":

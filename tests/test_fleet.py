@@ -27,8 +27,10 @@ def spawn(**opts: Any) -> subprocess.Popen[str]:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run_fleet(admin: Any, workers: list[dict[str, Any]], *,
-              timeout: float = 120) -> list[dict[str, Any]]:
+def run_fleet(admin: Any, workers: list[dict[str, Any]], *, timeout: float = 120,
+              outputs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Start the workers, let them go at once; every call's result (``outputs``: each
+    worker's whole report)."""
     procs = [spawn(name=str(i), **w) for i, w in enumerate(workers)]
     deadline = time.monotonic() + timeout
     while int(admin.get("test:ready") or 0) < len(procs):
@@ -40,7 +42,10 @@ def run_fleet(admin: Any, workers: list[dict[str, Any]], *,
     for p in procs:
         out, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
         assert p.returncode == 0, err[-2000:]
-        results.extend(json.loads(out.strip().splitlines()[-1])["results"])
+        report = json.loads(out.strip().splitlines()[-1])
+        results.extend(report["results"])
+        if outputs is not None:
+            outputs.append(report)
     return results
 
 
