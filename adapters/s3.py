@@ -20,9 +20,13 @@ as old as the one it saw, never one that replaces a copy written after its check
 
 Objects do not expire: the core serves a copy only while its header says it may (its
 generation, its age against ttl + max_stale, the revalidation note), so the tier needs no
-TTL. A lifecycle rule on the prefix (the SAM stack sets one) removes what nobody rewrote.
-Each call is one HTTP request (~10-30 ms in a region); a warm container checks the generation
-at most once per ``check_interval``. boto3 is imported on first use.
+TTL, and each refresh rewrites the same keys (a changed declaration leaves its old
+fingerprint's objects behind: a few small objects, deletable by hand). Nothing is deleted, so
+the function needs s3:GetObject and s3:PutObject on the prefix, and s3:ListBucket on it (S3
+answers 403 instead of 404 for a missing object without it). Each call is one HTTP request
+(tens of ms in a region); a warm container checks the generation at most once per
+``check_interval``; a copy under ``whole_bytes`` is read in one request. boto3 is imported on
+first use.
 """
 
 from __future__ import annotations

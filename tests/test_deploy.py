@@ -25,7 +25,8 @@ def test_template_uses_the_example_files_and_least_privilege() -> None:
     for handler in re.findall(r"Handler: (\w+)\.handler", text):
         assert (DEPLOY / "functions" / f"{handler}.py").is_file(), handler
     # Exactly the Athena calls the origin makes, on one workgroup: no athena:*.
-    assert "athena:*" not in text and '"*"' not in text and "Resource: '*'" not in text
+    allowed = text.replace('Principal: "*"', "")  # the bucket policy's deny of plain HTTP
+    assert "athena:*" not in text and '"*"' not in allowed and "Resource: '*'" not in text
     for action in ("StartQueryExecution", "GetQueryExecution", "GetQueryResults",
                    "StopQueryExecution"):
         assert f"athena:{action}" in text
@@ -86,3 +87,28 @@ def test_the_auto_invalidation_function_is_off_by_default_and_least_privilege() 
         s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert "glue:GetTable" in actions and "s3:ListBucket" in actions  # the validators
     assert not any(a.endswith("*") for a in actions)
+
+
+def test_the_s3_shared_tier_is_private_and_least_privilege() -> None:
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(DEPLOY / "template.yaml"))
+    assert not problems and template is not None
+    res = template["Resources"]
+    bucket = res["SharedTierBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["BucketEncryption"]
+    deny = res["SharedTierBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}}
+    doc = res["SharedTierPolicy"]["Properties"]["PolicyDocument"]
+    assert doc["Version"] == "2012-10-17"
+    rw, listing = doc["Statement"]
+    assert rw["Action"] == ["s3:GetObject", "s3:PutObject"]  # no DeleteObject: never used
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "athena-warm/*"}}
+    for fn in ("CustomerLookupFunction", "AutoInvalidateFunction"):
+        props = res[fn]["Properties"]
+        assert "ATHENA_WARM_S3_URL" in props["Environment"]["Variables"]
+        assert {"Fn::If": ["S3TierOn", {"Ref": "SharedTierPolicy"}, {"Ref": "AWS::NoValue"}]} \
+            in props["Policies"]
