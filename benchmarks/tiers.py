@@ -10,7 +10,8 @@ temporary directory), with a mapping of --rows rows:
   warm check     a container asking for the generation (once per check_interval)
   refresh        the TTL ended: lease, query, publish, release (the origin answers at once)
 
-Requests: Redis round trips (each a command or a script), S3 HTTP requests, file operations.
+Requests: the tier's calls for Redis and files (a Redis call is one or two round trips), the
+HTTP requests for S3.
 
 The request counts are what a real deployment pays and waits for; the milliseconds of S3 are
 moto's on this machine, not S3's (AWS documents tens of milliseconds per small request in a
