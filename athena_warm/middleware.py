@@ -205,9 +205,7 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
     try:
         with cache.invocation(remaining=remaining):
             for name in required + optional:
-                if cache.l2 is not None:
-                    cache.due(name)  # one generation check per invocation
-                try:
+                try:  # the generation is checked at most once per check_interval, as anywhere
                     view = cache.get(name)
                 except AthenaWarmError as exc:
                     if name in required:

@@ -193,18 +193,25 @@ def slow_athena(athena: Any) -> Any:
     state_manager.unset_transition("athena::execution")
 
 
-def test_generation_is_checked_once_per_invocation(duck: Any, redis_url: str) -> None:
+def test_generation_is_checked_at_most_once_per_check_interval(duck: Any,
+                                                               redis_url: str) -> None:
+    """One rule, in or out of the middleware: a warm container asks the shared tier for the
+    generation at most once per check_interval (an S3 GET costs money and tens of ms)."""
     from athena_warm.adapters.redis import RedisL2
+
+    from tests.conftest import FakeClock
 
     checks: list[str] = []
 
     class Counting(RedisL2):
-        def generation(self, mapping: str) -> int | None:
+        def generation(self, mapping: str) -> Any:
             checks.append(mapping)
             return super().generation(mapping)
 
     declare()
-    cache = athena_warm.configure(origin=duck, l2=Counting(redis_url), check_interval=3600)
+    clock = FakeClock()
+    cache = athena_warm.configure(origin=duck, l2=Counting(redis_url), check_interval=30,
+                                  clock=clock)
 
     @warm_mappings("customers", cache=cache)
     def handler(event: Any, context: Any) -> Any:
@@ -214,9 +221,15 @@ def test_generation_is_checked_once_per_invocation(duck: Any, redis_url: str) ->
 
     invoke(handler)
     checks.clear()
-    assert invoke(handler) == 0 and checks == ["customers"]  # one, not 101
-    cache.invalidate("customers")  # another container's invalidation, seen at the next start
-    assert invoke(handler) == 1
+    for _ in range(50):  # 50 invocations within the interval: no check at all
+        assert invoke(handler) == 0
+        clock.advance(0.5)
+    assert checks == []
+    other = athena_warm.Cache(origin=duck, l2=RedisL2(redis_url))
+    other.invalidate("customers")  # another container's invalidation
+    assert invoke(handler) == 0  # not seen yet: within check_interval
+    clock.advance(6)
+    assert invoke(handler) == 1 and checks == ["customers"]  # seen at the next check
 
 
 def test_tracer_gets_subsegments_for_origin_and_l2(duck: Any, redis_url: str) -> None:
