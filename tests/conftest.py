@@ -262,3 +262,25 @@ def own_server(redis_server: Server, tmp_path: Path) -> Iterator[Server]:
     server = Server(redis_server.binary, tmp_path / "own")
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "one_server_kind: run with one Redis kind, not each")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses Redis only to count and to signal (the fleet on S3, processes with no
+    L2; marked ``one_server_kind``) runs with the first server kind, not once per kind
+    (deselected, not skipped)."""
+    first = sorted(SERVERS)[0] if SERVERS else None
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        once = (params.get("shared") == "s3" or item.get_closest_marker("one_server_kind")) \
+            and params.get("redis_server", first) != first
+        (drop if once else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
