@@ -9,8 +9,10 @@
 
 Before the handler runs, the middleware makes the named mappings ready (one generation check
 each, within the invocation's remaining time) and pins them for the invocation, so the
-handler's lookups are dict lookups. After it, it emits one EMF metrics record per mapping that
-did something, from counters aggregated during the invocation: an L1 hit writes nothing.
+handler's lookups are dict lookups. After it, it emits one EMF metrics record per mapping,
+from counters aggregated across invocations: one with a load, a failure or stale data is
+written at its end; L1 hits alone are written at most once per ``metrics_interval`` (60 s).
+Metrics never fail or change an invocation: a flush that fails is logged.
 aws-lambda-powertools is imported when ``warm_mappings`` is first called, not with athena_warm.
 """
 
@@ -49,12 +51,16 @@ class InvocationMetrics:
     EphemeralMetrics."""
 
     def __init__(self, *, namespace: str | None, service: str | None,
-                 price_per_tb: float) -> None:
+                 price_per_tb: float, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.namespace = namespace
         self.service = service
         self.price_per_tb = price_per_tb
+        self.interval = interval  # L1 hits alone wait this long to be written
+        self.clock = clock
         self.counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.ages: dict[str, float] = {}
+        self._last: float | None = None  # the last write (None: none yet; counts from now)
         self._lock = threading.Lock()
 
     def record(self, fields: dict[str, Any]) -> None:
@@ -63,35 +69,42 @@ class InvocationMetrics:
         if event is None or mapping is None:
             return
         with self._lock:
-            c = self.counts[mapping]
-            tier = fields.get("tier")
-            if event == "load" and tier == "origin":
-                c["OriginQueries"] += 1
-                scanned = fields.get("bytes_scanned") or 0
-                c["AthenaBytesScanned"] += scanned
-                c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
-                if fields.get("reused_previous_result"):
-                    c["AthenaResultsReused"] += 1
-            elif event == "load" and tier == "l2":
-                c["L2Loads"] += 1
-            elif event == "refresh_failed":
-                c["RefreshFailures"] += 1
-            elif event == "stale_served":
-                c["StaleServed"] += 1
-            elif event == "l2_error":
-                c["L2Errors"] += 1
-            elif event == "l2_corrupt":
-                c["L2Corrupt"] += 1
-            elif event == "handover":
-                c["QueriesHandedOver"] += 1
-            elif event == "collect":
-                c["QueriesCollected"] += 1
-            elif event == "revalidated":
-                c["Revalidations"] += 1
-            elif event == "table_changed":
-                c["TableChanges"] += 1
-            elif event == "validate_failed":
-                c["ValidationFailures"] += 1
+            c = self.counts.get(mapping)
+            if c is None:  # created here, dropped below if the event is not one we count
+                c = self.counts[mapping] = defaultdict(float)
+            self._count(c, event, fields)
+            if not c:
+                del self.counts[mapping]  # an uncounted event: nothing to write for it
+
+    def _count(self, c: dict[str, float], event: str, fields: dict[str, Any]) -> None:
+        tier = fields.get("tier")
+        if event == "load" and tier == "origin":
+            c["OriginQueries"] += 1
+            scanned = fields.get("bytes_scanned") or 0
+            c["AthenaBytesScanned"] += scanned
+            c["AthenaCostUSD"] += scanned / 1e12 * self.price_per_tb
+            if fields.get("reused_previous_result"):
+                c["AthenaResultsReused"] += 1
+        elif event == "load" and tier == "l2":
+            c["L2Loads"] += 1
+        elif event == "refresh_failed":
+            c["RefreshFailures"] += 1
+        elif event == "stale_served":
+            c["StaleServed"] += 1
+        elif event == "l2_error":
+            c["L2Errors"] += 1
+        elif event == "l2_corrupt":
+            c["L2Corrupt"] += 1
+        elif event == "handover":
+            c["QueriesHandedOver"] += 1
+        elif event == "collect":
+            c["QueriesCollected"] += 1
+        elif event == "revalidated":
+            c["Revalidations"] += 1
+        elif event == "table_changed":
+            c["TableChanges"] += 1
+        elif event == "validate_failed":
+            c["ValidationFailures"] += 1
 
     def served(self, name: str, view: MappingView, now: float) -> None:
         with self._lock:
@@ -99,18 +112,30 @@ class InvocationMetrics:
             self.counts[name]["Hits" + {"l1": "L1", "l2": "L2"}.get(tier, "Origin")] += 1
             self.ages[name] = max(0.0, now - view.meta.loaded_at)
 
-    def publish(self) -> list[Any]:
-        """Emit and reset; returns the EMF records (also printed to stdout, as Lambda wants)."""
+    def due(self) -> bool:
+        """Whether to write now: something besides L1 hits happened, or the interval passed."""
+        now = self.clock()
+        if self._last is None:
+            self._last = now
+        return any(set(c) - {"HitsL1"} for c in self.counts.values()) or \
+            now - self._last >= self.interval
+
+    def publish(self, *, force: bool = False) -> list[Any]:
+        """Emit and reset when due (or ``force``); returns the EMF records (also printed to
+        stdout, as Lambda wants)."""
         from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
         units = {"AthenaBytesScanned": MetricUnit.Bytes, "AthenaCostUSD": MetricUnit.NoUnit,
                  "CopyAgeSeconds": MetricUnit.Seconds}
         with self._lock:
+            if not force and not self.due():
+                return []
             counts, ages = self.counts, self.ages
             self.counts = defaultdict(lambda: defaultdict(float))
             self.ages = {}
+            self._last = self.clock()
         out: list[Any] = []
-        for name in sorted(set(counts) | set(ages)):
+        for name in sorted(n for n in set(counts) | set(ages) if counts.get(n) or n in ages):
             metrics = EphemeralMetrics(namespace=self.namespace, service=self.service)
             metrics.add_dimension(name="mapping", value=name)
             for metric, value in sorted(counts[name].items()):
@@ -153,6 +178,7 @@ def warm_mappings(
     logger: Any = None,
     tracer: Any = None,
     metrics_namespace: str | None = None,
+    metrics_interval: str | float | None = None,
     price_per_tb: float | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A Powertools middleware that makes ``mappings`` ready before the handler runs.
@@ -162,7 +188,10 @@ def warm_mappings(
     ``get_mapping()`` raises the problem. ``logger`` (a Powertools Logger) shares its
     configuration with athena-warm's log lines; ``tracer`` (a Powertools Tracer) gets X-Ray
     subsegments for L2 and origin calls. Metrics go to ``metrics_namespace`` (default
-    ``$ATHENA_WARM_METRICS_NAMESPACE``, ``$POWERTOOLS_METRICS_NAMESPACE``, ``athena-warm``).
+    ``$ATHENA_WARM_METRICS_NAMESPACE``, ``$POWERTOOLS_METRICS_NAMESPACE``, ``athena-warm``):
+    an invocation that loaded, failed or served stale data writes its record at its end; L1
+    hits alone are added up and written at most once per ``metrics_interval`` (default
+    ``$ATHENA_WARM_METRICS_INTERVAL``, 60 s; 0 writes one record per invocation).
     ``ATHENA_WARM_DISABLED=true`` bypasses the cache (every invocation queries the origin).
     """
     from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
@@ -175,12 +204,15 @@ def warm_mappings(
     price = resolve(price_per_tb, "PRICE_PER_TB", DEFAULT_PRICE_PER_TB, float)
     collector = InvocationMetrics(namespace=namespace,
                                   service=os.environ.get("POWERTOOLS_SERVICE_NAME"),
-                                  price_per_tb=price)
+                                  price_per_tb=price,
+                                  interval=resolve_seconds(metrics_interval, "METRICS_INTERVAL",
+                                                           60.0))
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
         register_snapstart(cache=cache)
 
     def middleware(handler: Callable[..., Any], event: Any, context: Any) -> Any:
         c = cache or default_cache()
+        collector.clock = c.clock  # the cache's monotonic clock (a test's fake one)
         if tracer is not None and not getattr(tracer, "disabled", False):
             c.span = tracer.provider.in_subsegment
         return _invoke(handler, event, context, c, required, optional_names, collector)
@@ -203,27 +235,38 @@ def _invoke(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
         remaining = get_remaining() / 1000.0
     listeners.append(collector.record)
     try:
-        with cache.invocation(remaining=remaining):
-            for name in required + optional:
-                try:  # the generation is checked at most once per check_interval, as anywhere
-                    view = cache.get(name)
-                except AthenaWarmError as exc:
-                    if name in required:
-                        raise MappingUnavailableError(
-                            f"required mapping {name!r} is not available, so the handler did not "
-                            f"run: {exc}", mapping=name,
-                        ) from exc
-                    emit(logging.WARNING, "unavailable",
-                        "athena-warm: optional mapping %s is not available: %s; the "
-                                "handler runs and its get_mapping(%r) raises this", name, exc,
-                                name, extra={"mapping": name})
-                    cache.problems[name] = exc
-                    continue
-                collector.served(name, view, cache.wall_clock())
-            return handler(event, context)
+        return _run(handler, event, context, cache, required, optional, collector, remaining)
     finally:
         listeners.remove(collector.record)
-        collector.publish()
+        try:
+            collector.publish()
+        except Exception as exc:  # metrics never fail, or change, an invocation
+            emit(logging.WARNING, "metrics_failed",
+                 "athena-warm could not write its metrics (%s: %s); the invocation is "
+                 "unaffected", type(exc).__name__, exc, extra={})
+
+
+def _run(handler: Callable[..., Any], event: Any, context: Any, cache: Cache,
+         required: list[str], optional: list[str], collector: InvocationMetrics,
+         remaining: float | None) -> Any:
+    with cache.invocation(remaining=remaining):
+        for name in required + optional:
+            try:  # the generation is checked at most once per check_interval, as anywhere
+                view = cache.get(name)
+            except AthenaWarmError as exc:
+                if name in required:
+                    raise MappingUnavailableError(
+                        f"required mapping {name!r} is not available, so the handler did not "
+                        f"run: {exc}", mapping=name,
+                    ) from exc
+                emit(logging.WARNING, "unavailable",
+                    "athena-warm: optional mapping %s is not available: %s; the "
+                            "handler runs and its get_mapping(%r) raises this", name, exc,
+                            name, extra={"mapping": name})
+                cache.problems[name] = exc
+                continue
+            collector.served(name, view, cache.wall_clock())
+        return handler(event, context)
 
 
 def prewarm(*mappings: MappingRef, budget: str | float | None = None,

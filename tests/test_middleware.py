@@ -113,9 +113,68 @@ def test_cold_then_warm_with_logger_metrics_tracer(
     warm = invoke(handler, {"customer_id": "C0009"}, timeout=3)
     out = captured(capsys) + lines(stream.getvalue()[seen:])
     assert warm == {"account": "A2", "tier": "l1"} and origin.calls == 1
-    (record,) = emf(out)
-    assert record["HitsL1"] == [1.0] and "OriginQueries" not in record
+    assert emf(out) == []  # L1 hits alone are added up: written once per metrics_interval
     assert [r for r in logs(out) if r.get("event") == "load"] == []  # an L1 hit logs nothing
+    every = make_handler(powertools, cache, order=order, metrics_interval=0)
+    invoke(every, {"customer_id": "C0009"}, timeout=3)
+    (record,) = emf(captured(capsys))
+    assert record["HitsL1"] == [1.0] and "OriginQueries" not in record
+
+
+def test_l1_hits_are_written_once_per_metrics_interval(
+        duck: Any, powertools: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hot function pays for one EMF record a minute, not one per invocation: 1,000
+    invocations a second would otherwise write ~350 MB of logs a day."""
+    from tests.conftest import FakeClock
+
+    declare()
+    clock = FakeClock()
+    cache = athena_warm.configure(origin=CountingOrigin(duck), l2=False, clock=clock)
+    handler = make_handler(powertools, cache)
+    invoke(handler, {"customer_id": "C0008"}, timeout=3)  # the load: written at once
+    assert emf(captured(capsys))[0]["OriginQueries"] == [1.0]
+    for _ in range(24):  # t = 0 .. 57.5 s: nothing written
+        invoke(handler, {"customer_id": "C0008"}, timeout=3)
+        clock.advance(2.5)
+    assert emf(captured(capsys)) == []
+    invoke(handler, {"customer_id": "C0008"}, timeout=3)  # t = 60 s: all 25 in one record
+    (record,) = emf(captured(capsys))
+    assert record["HitsL1"] == [25.0] and "CopyAgeSeconds" in record
+
+
+def test_metrics_never_fail_an_invocation(duck: Any, powertools: Any,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Events the metrics do not count (refresh_deferred, unavailable) must not make an
+    empty record (Powertools raises 'Must contain at least one metric'), and a flush that
+    fails for any reason is logged, never raised."""
+    declare()
+    declare("broken", sql="SELECT nope FROM nowhere")
+    origin = CountingOrigin(duck)
+    cache = athena_warm.configure(origin=origin, l2=False)
+    _, metrics, _, _ = powertools
+
+    def body(event: Any, context: Any) -> str:
+        metrics.add_metric(name="Lookups", unit="Count", value=1)
+        return "ran"
+
+    optional = metrics.log_metrics(
+        warm_mappings("customers", optional=["broken"], cache=cache)(body))
+    assert invoke(optional, {}, timeout=3) == "ran"
+    required = metrics.log_metrics(warm_mappings("broken", cache=cache)(body))
+    with pytest.raises(MappingUnavailableError):  # not SchemaValidationError
+        invoke(required, {}, timeout=3)
+
+    import athena_warm.middleware as mw
+
+    def broken_publish(self: Any, **_: Any) -> Any:
+        raise RuntimeError("CloudWatch says no")
+
+    real = mw.InvocationMetrics.publish
+    mw.InvocationMetrics.publish = broken_publish  # type: ignore[method-assign]
+    try:
+        assert invoke(optional, {}, timeout=3) == "ran"
+    finally:
+        mw.InvocationMetrics.publish = real  # type: ignore[method-assign]
 
 
 def test_required_mapping_unavailable_fails_the_invocation(duck: Any, powertools: Any) -> None:
