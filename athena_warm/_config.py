@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -19,6 +20,9 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _BYTES_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BYTES_IUNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+MAX_SECONDS = 3650 * 86400.0  # ten years: any expiry a tier stores fits
 
 
 def parse_duration(value: str | float | timedelta, *, what: str = "duration") -> float:
@@ -39,8 +43,14 @@ def parse_duration(value: str | float | timedelta, *, what: str = "duration") ->
         seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
     else:
         raise ConfigurationError(f"{what}: expected a duration like '24h', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ConfigurationError(f"{what}: {value!r} is not a duration; give a finite one like "
+                                 "'24h'")
     if seconds < 0:
         raise ConfigurationError(f"{what}: must not be negative, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise ConfigurationError(f"{what}: {value!r} is longer than ten years (3650d), which no "
+                                 "cache can store as an expiry; give a shorter duration")
     return seconds
 
 

@@ -41,6 +41,9 @@ _NOT_PLACEHOLDER_RE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/
 def _columns(value: str | Sequence[str] | None, what: str, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, (str, Sequence)) or isinstance(value, bytes):
+        raise DeclarationError(f"mapping {name!r}: {what} must be a column name or a list of "
+                               f"column names, got {type(value).__name__} {value!r}")
     cols = (value,) if isinstance(value, str) else tuple(value)
     if not cols:
         raise DeclarationError(f"mapping {name!r}: {what} must name at least one column")
@@ -174,6 +177,9 @@ class Mapping:
             raise DeclarationError(
                 f"mapping {name!r}: on_null_key={on_null_key!r}; use 'skip' or 'error'"
             )
+        if not isinstance(allow_empty, bool):
+            raise DeclarationError(f"mapping {name!r}: allow_empty={allow_empty!r}; give True or "
+                                   "False (a string such as 'no' would read as True)")
         for opt, v in (("database", database), ("workgroup", workgroup), ("catalog", catalog)):
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise DeclarationError(f"mapping {name!r}: {opt} must be a non-empty string")

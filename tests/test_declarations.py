@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -282,3 +283,21 @@ def test_origin_spec_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATHENA_WARM_ORIGIN", "mysql")
     with pytest.raises(ConfigurationError, match="'mysql'"):
         athena_warm.open_origin()
+
+
+@pytest.mark.parametrize(("opts", "says"), [
+    ({"ttl": float("nan")}, "ttl: nan is not a duration"),
+    ({"max_stale": float("nan")}, "max_stale: nan is not a duration"),
+    ({"ttl": float("inf")}, "ttl: inf is not a duration"),
+    ({"ttl": "20000000000w"}, "longer than ten years"),
+    ({"max_stale": 10**12}, "longer than ten years"),
+    ({"allow_empty": "no"}, "allow_empty='no'; give True or False"),
+    ({"allow_empty": 1}, "allow_empty=1; give True or False"),
+    ({"key": 5}, "key must be a column name or a list of column names, got int 5"),
+    ({"value": 5}, "value must be a column name or a list of column names, got int 5"),
+    ({"key": b"k"}, "key must be a column name"),
+])
+def test_nonsense_is_refused_at_declaration(opts: dict[str, Any], says: str) -> None:
+    kw: dict[str, Any] = {"sql": "SELECT 1", "key": "k", **opts}
+    with pytest.raises(DeclarationError, match=re.escape(says)):
+        Mapping("x", register=False, **kw)
