@@ -135,6 +135,10 @@ class AthenaOrigin:
                     import boto3
 
                     session = self._session or boto3.session.Session()
+                    if not self.region and not session.region_name:
+                        raise ConfigurationError(
+                            "the Athena origin needs an AWS region: set AWS_REGION (Lambda "
+                            "sets it), AWS_DEFAULT_REGION or ATHENA_WARM_REGION")
                     config = self._config()
                     self._clients = (
                         session.client("athena", config=config),

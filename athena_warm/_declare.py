@@ -411,11 +411,25 @@ def load_app(target: str) -> None:
                 if "" not in sys.path and "." not in sys.path:
                     sys.path.insert(0, "")
                 importlib.import_module(target)
+        except ConfigurationError:
+            raise
         except ModuleNotFoundError as exc:
+            if exc.name and target.split(".")[0] != exc.name.split(".")[0]:
+                raise ConfigurationError(
+                    f"app {target!r} was found but its own import failed ({exc}); install "
+                    f"what it needs in this Python ({sys.executable})") from None
             raise ConfigurationError(
                 f"app {target!r}: cannot import it ({exc}); give a module name on sys.path or a "
                 "path to a .py file"
             ) from None
+        except SyntaxError as exc:
+            raise ConfigurationError(
+                f"app {target!r} has a syntax error: {exc.msg} ({exc.filename}, line "
+                f"{exc.lineno}); fix it, then run again") from None
+        except Exception as exc:
+            raise ConfigurationError(
+                f"app {target!r} raised {type(exc).__name__} while being imported: {exc}; "
+                "fix the module (the CLI imports it to read its declarations)") from None
         _loaded_sources.add(f"app:{target}")
 
 
@@ -455,6 +469,15 @@ def load_config(path: str | Path) -> list[Mapping]:
             doc = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigurationError(f"config {str(p)!r}: no such file") from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"config {str(p)!r} is a directory; give the path of a "
+                                     ".toml file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"config {str(p)!r} is not UTF-8 text ({exc.reason} at "
+                                     f"byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigurationError(f"config {str(p)!r}: cannot read it ({exc.strerror})"
+                                     ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config {str(p)!r}: not valid TOML: {exc}") from None
         unknown_top = set(doc) - {"defaults", "mappings"}
@@ -465,6 +488,16 @@ def load_config(path: str | Path) -> list[Mapping]:
             )
         defaults = doc.get("defaults", {})
         mappings = doc.get("mappings", {})
+        if not isinstance(defaults, dict):
+            raise ConfigurationError(
+                f"config {str(p)!r}: defaults must be a table ([defaults] with keys such as "
+                f"ttl = \"24h\"), got {type(defaults).__name__} {defaults!r}")
+        bad = [n for n, body in (mappings.items() if isinstance(mappings, dict) else ())
+               if not isinstance(body, dict)]
+        if bad:
+            raise ConfigurationError(
+                f"config {str(p)!r}: mappings.{bad[0]} must be a table ([mappings.{bad[0]}] "
+                "with sql, key, value...), not a value")
         if not isinstance(mappings, dict) or not mappings:
             raise ConfigurationError(
                 f"config {str(p)!r}: declares no mappings; add a [mappings.NAME] table"

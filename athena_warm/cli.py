@@ -3,55 +3,92 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .exceptions import AthenaWarmError, ConfigurationError
 
+ENVIRONMENT = """\
+environment (an option given on the command line wins):
+  ATHENA_WARM_APP         module or .py file that declares the mappings (--app)
+  ATHENA_WARM_CONFIG      TOML file that declares the mappings (--config)
+  ATHENA_WARM_ORIGIN      athena (default) or duckdb:PATH (--origin)
+  AWS_REGION              the region of Athena, Glue and S3 (or ATHENA_WARM_REGION)
+  ATHENA_WARM_REDIS_URL   the fleet's Redis/Valkey/ElastiCache: redis:// or rediss:// (TLS)
+  ATHENA_WARM_S3_URL      the fleet's S3 shared tier: s3://bucket/prefix (with Redis: beneath)
+  ATHENA_WARM_SIGNING_KEY the key copies are signed with (set it as the functions do)
+  ATHENA_WARM_WORKGROUP   the Athena workgroup (default primary)
+
+exit codes: 0 ok, 1 failure (or a key not found), 2 usage or configuration, 130 interrupted
+"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name."""
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument("--app", default=argparse.SUPPRESS, metavar="MODULE",
+                   help="module (or .py file) that declares mappings [ATHENA_WARM_APP]; "
+                        "imported with prewarm off, its output sent to stderr")
+    c.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                   help="TOML file that declares mappings [ATHENA_WARM_CONFIG]")
+    c.add_argument("--origin", default=argparse.SUPPRESS, metavar="ORIGIN",
+                   help="'athena' or 'duckdb:PATH' [ATHENA_WARM_ORIGIN]")
+    return c
+
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(
-        prog="athena-warm",
-        description="Serve Athena query results to AWS Lambda functions from warm memory.",
+        prog="athena-warm", parents=[_common()], epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve Athena query results to AWS Lambda functions from warm memory: "
+                    "look at, load, publish and invalidate the mappings a function declares.",
     )
-    p.add_argument("--app", help="module (or .py file) that declares mappings [ATHENA_WARM_APP]")
-    p.add_argument("--config", help="TOML file that declares mappings [ATHENA_WARM_CONFIG]")
-    p.add_argument("--origin", help="'athena' or 'duckdb:PATH' [ATHENA_WARM_ORIGIN]")
+    p.set_defaults(app=None, config=None, origin=None)
+    p.add_argument("--version", action="version", version=f"athena-warm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="run the local demo: two containers, L1 hits, a TTL reload")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        # a parent of its own: set_defaults below would reach shared actions
+        return sub.add_parser(name, help=text, description=text, parents=[_common()],
+                              epilog=ENVIRONMENT,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    d = command("demo", "run the local demo: two containers, L1 hits, a TTL reload")
     d.add_argument("--rows", type=int, default=200_000, help="rows in the sample table")
     d.add_argument("--dir", help="folder for the sample data (default: a new temp folder)")
     d.add_argument("--l2", nargs="?", const=True, default=False, metavar="URL",
                    help="share copies through L2: a throwaway valkey/redis server, or URL")
 
-    ls = sub.add_parser("list", help="declared mappings")
+    ls = command("list", "declared mappings")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
-    g = sub.add_parser("get", help="look up one key (loads the mapping if needed)")
-    g.add_argument("name")
+    g = command("get", "look up one key (loads the mapping if needed)")
+    g.add_argument("name", help="the mapping's name")
     g.add_argument("key", nargs="+", help="the key; several values for a multi-column key")
     g.add_argument("--json", action="store_true", help="machine-readable output")
 
-    w = sub.add_parser("warm", help="query the origin now and publish to L2 (if configured)")
-    w.add_argument("name", nargs="*")
+    w = command("warm", "query the origin now and publish to L2 (if configured)")
+    w.add_argument("name", nargs="*", help="the mappings to warm")
     w.add_argument("--all", action="store_true", help="every declared mapping")
     w.add_argument("--json", action="store_true", help="machine-readable output")
 
-    st = sub.add_parser("status", help="what L2 holds per mapping: copy, generation, lease")
-    st.add_argument("name", nargs="*")
+    st = command("status", "what L2 holds per mapping: copy, generation, lease")
+    st.add_argument("name", nargs="*", help="the mappings to show (default: all)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    tb = sub.add_parser("tables", help="which tables each mapping reads, or which mappings read "
+    tb = command("tables", "which tables each mapping reads, or which mappings read "
                         "TABLE (the ones to invalidate after it changes)")
     tb.add_argument("table", nargs="?", help="database.table (a bare name matches any database)")
     tb.add_argument("--json", action="store_true", help="machine-readable output")
 
-    inv = sub.add_parser("invalidate", help="make every warm container reload (needs L2)")
-    inv.add_argument("name", nargs="*")
+    inv = command("invalidate", "make every warm container reload (needs L2)")
+    inv.add_argument("name", nargs="*", help="the mappings to invalidate")
     inv.add_argument("--all", action="store_true", help="every declared mapping")
     inv.add_argument("--refresh", action="store_true",
                      help="query the origin and publish the new copy first: a zero-gap switch")
@@ -84,12 +121,15 @@ class Progress:
         self.query_id: str | None = None
 
     def __call__(self, p: dict[str, Any]) -> None:
+        import shutil
+
         self.query_id = p["query_id"]
         scanned = p.get("scanned_bytes")
         text = (f"{self.name}: query {p['query_id']} {p['state']} {p['elapsed_s']:.0f}s"
                 + (f", {scanned / 1e6:,.1f} MB scanned" if scanned else ""))
-        if self.tty:
-            print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
+        if self.tty:  # one line, in place: never wider than the terminal (it would scroll)
+            width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            print("\r" + text[:width].ljust(width), end="", file=sys.stderr, flush=True)
         elif self.last != (p["state"], scanned):
             print(text, file=sys.stderr, flush=True)
         self.last = (p["state"], scanned)
@@ -112,9 +152,23 @@ _CURRENT: dict[str, Progress] = {}
 
 
 def _declared(args: argparse.Namespace) -> Any:
+    """The declarations, loaded without the function's side effects: its module is imported
+    with prewarm off (no query, no publish) and whatever it prints goes to stderr, so that
+    ``--json`` output on stdout is only JSON."""
+    import os
+
     from ._declare import REGISTRY, load_declarations
 
-    load_declarations(app=args.app, config=args.config)
+    before = os.environ.get("ATHENA_WARM_PREWARM")
+    os.environ["ATHENA_WARM_PREWARM"] = "false"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            load_declarations(app=args.app, config=args.config)
+    finally:
+        if before is None:
+            os.environ.pop("ATHENA_WARM_PREWARM", None)
+        else:
+            os.environ["ATHENA_WARM_PREWARM"] = before
     if not len(REGISTRY):
         raise ConfigurationError(
             "no mappings declared: pass --app MODULE or --config FILE.toml (or set "
@@ -204,18 +258,21 @@ def _jsonable(v: Any) -> Any:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from ._cache import configure
 
     reg = _declared(args)
     decl = reg.require(args.name)
-    cache = configure(origin=args.origin)
-    m = cache.get(args.name)
-    key: Any = args.key[0] if len(args.key) == 1 else tuple(args.key)
-    if len(args.key) != len(decl.key_columns):
+    if len(args.key) != len(decl.key_columns):  # before any query: a usage error costs nothing
         raise ConfigurationError(
             f"mapping {args.name!r} has a {len(decl.key_columns)}-column key "
             f"{list(decl.key_columns)}; give {len(decl.key_columns)} value(s)"
         )
+    cache = _cache(args, querying=True)
+    progress = _with_progress(cache, args.name)
+    try:
+        m = cache.get(args.name)
+    finally:
+        progress.done()
+    key: Any = args.key[0] if len(args.key) == 1 else tuple(args.key)
     found = key in m
     if not found and m:  # keys may be numbers: match the type of the stored keys
         sample = next(iter(m))
@@ -248,7 +305,6 @@ def _coerce_like(key: Any, sample: Any) -> Any:
 
 
 def _cmd_warm(args: argparse.Namespace) -> int:
-    from ._cache import configure
 
     reg = _declared(args)
     if args.all == bool(args.name):
@@ -256,22 +312,76 @@ def _cmd_warm(args: argparse.Namespace) -> int:
     names = reg.names() if args.all else args.name
     for n in names:
         reg.require(n)
-    cache = configure(origin=args.origin)
+    cache = _cache(args, querying=True)
     out = []
     for n in names:
         progress = _with_progress(cache, n)
-        m = cache.refresh(n)  # query the origin, publish to L2 when there is one
-        progress.done()
+        with _outcome(n) as outcome:
+            try:
+                m = cache.refresh(n)  # query the origin, publish to L2 when there is one
+            finally:
+                progress.done()
+        published = cache.l2 is not None and outcome.get("event") == "publish"
         out.append({"name": n, "rows": m.meta.rows, "tier": m.meta.tier,
                     "query_id": m.meta.query_id, "nbytes": m.meta.nbytes,
-                    "published": cache.l2 is not None})
+                    "published": published,
+                    "not_published_because": None if published or cache.l2 is None else
+                    outcome.get("reason") or "the shared tier did not store it"})
     if args.json:
         print(json.dumps({"warmed": out}, indent=2))
     else:
         print(_table([("NAME", "ROWS", "FROM", "QUERY_ID", "PUBLISHED")] + [
             (o["name"], f"{o['rows']:,}", o["tier"], o["query_id"] or "-",
-             "yes" if o["published"] else "no (no L2)") for o in out]))
-    return 0
+             "yes" if o["published"] else "no (no L2)" if cache.l2 is None else
+             f"NO: {o['not_published_because']}") for o in out]))
+    return 1 if any(o["not_published_because"] for o in out) else 0
+
+
+def _cache(args: argparse.Namespace, *, querying: bool = False) -> Any:
+    """The cache the command works on. A shared tier that is configured but unusable (a bad
+    URL) is a configuration error here, not a silently private cache; so is an origin that
+    cannot be reached as configured (no region), checked before a command that queries."""
+    from ._cache import configure
+    from .l2 import open_l2
+
+    cache = configure(origin=args.origin, l2=open_l2() or False)
+    clients = getattr(cache.origin, "clients", None)
+    if querying and callable(clients):
+        clients()  # makes the AWS clients: a missing region says so, once, here
+    return cache
+
+
+@contextlib.contextmanager
+def _outcome(name: str) -> Iterator[dict[str, Any]]:
+    """What became of ``name``'s publish: the last publish event, with a reason when it did
+    not happen (refused, unreachable, fenced, invalidated meanwhile)."""
+    from ._events import listeners
+
+    seen: dict[str, Any] = {}
+
+    def record(fields: dict[str, Any]) -> None:
+        if fields.get("mapping") != name:
+            return
+        event = fields.get("event")
+        if event in ("publish", "publish_fenced", "publish_skipped", "publish_failed"):
+            seen["event"] = event
+            seen["reason"] = {"publish_fenced": "a copy as new was already there",
+                              "publish_skipped": "invalidated during the load",
+                              "publish_failed": "the copy could not be encoded"}.get(event)
+        elif event in ("l2_error", "l2_corrupt") and not seen.get("reason"):
+            seen["reason"] = _short(str(fields.get("message") or event))
+
+    listeners.append(record)
+    try:
+        yield seen
+    finally:
+        listeners.remove(record)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """One printable line, at most ``limit`` characters (server errors may quote payloads)."""
+    clean = "".join(c if c.isprintable() else "?" for c in text.replace("\n", " "))
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def _age(seconds: Any) -> str:
@@ -287,11 +397,10 @@ def _age(seconds: Any) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ._cache import configure
 
     reg = _declared(args)
     names = _names(args, reg, default_all=True)
-    cache = configure(origin=args.origin)
+    cache = _cache(args)
     items = [cache.l2_status(n) for n in names]
     bad = any(i.get("corrupt") or not i.get("reachable", True) for i in items)
     if args.json:
@@ -320,8 +429,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             f"failed {lease['since_s']:.0f}s ago" if lease.get("failed") else
             f"query {lease['query_id']}" if lease.get("query_id") else
             f"refreshing {lease['since_s']:.0f}s")
-        rows.append((i["name"], state, str(i.get("generation", "-")),
-                     str(i.get("copy_generation", "-")), _age(i.get("age_s")),
+        rows.append((i["name"], state, _dash(i.get("generation")),
+                     _dash(i.get("copy_generation")), _age(i.get("age_s")),
                      _age(i.get("expires_in_s")),
                      f"{i['rows']:,}" if i.get("rows") is not None else "-",
                      f"{i['bytes']:,}" if i.get("bytes") is not None else "-", lease_text))
@@ -329,13 +438,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def _cmd_invalidate(args: argparse.Namespace) -> int:
-    from ._cache import configure
     from .exceptions import L2Error
 
     reg = _declared(args)
     names = _names(args, reg)
-    cache = configure(origin=args.origin)
+    cache = _cache(args, querying=args.refresh)
     if cache.l2 is None:
         raise L2Error(
             "no L2 configured: an invalidation reaches other containers only through L2 (the "
@@ -347,8 +459,15 @@ def _cmd_invalidate(args: argparse.Namespace) -> int:
     for n in names:
         if args.refresh:
             progress = _with_progress(cache, n)
-            view, switched = cache.switch(n, hard=args.hard)
-            progress.done()
+            with _outcome(n) as outcome:
+                try:
+                    view, switched = cache.switch(n, hard=args.hard)
+                except L2Error as exc:
+                    if outcome.get("reason"):
+                        raise L2Error(f"{exc} (L2 said: {outcome['reason']})") from None
+                    raise
+                finally:
+                    progress.done()
             out.append({"name": n, "generation": switched, "refreshed": True,
                         "hard": args.hard, "rows": view.meta.rows,
                         "query_id": view.meta.query_id})

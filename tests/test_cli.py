@@ -114,3 +114,151 @@ def test_demo_with_l2(tmp_path: Path) -> None:
     # A found the table unchanged at its TTL; B kept its copy on A's check, with no query
     kept = [ln.split()[0] for ln in lines if "table unchanged: kept, no query" in ln]
     assert kept == ["A", "B"]
+
+
+# -- what an operator runs into (issue 14) -----------------------------------------------------
+
+APP = '''
+import pathlib
+import athena_warm
+
+print("the function's own output at import")  # must not reach the CLI's stdout
+
+
+class Marking:
+    """An origin that leaves a mark when it is queried."""
+
+    name = "marking"
+
+    def query(self, sql, params, **kw):
+        pathlib.Path({mark!r}).write_text("queried")
+        raise RuntimeError("this origin only leaves marks")
+
+
+athena_warm.configure(origin=Marking())
+athena_warm.Mapping("m", sql="SELECT 1 AS k, 2 AS v", key="k", value="v")
+athena_warm.prewarm("m")  # what a function does at init: not when the CLI reads it
+'''
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], code: int, *says: str) -> None:
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    ours = [ln for ln in r.stderr.strip().splitlines() if "the function's own output" not in ln]
+    assert "Traceback" not in r.stderr and len(ours) == 1, r.stderr
+    for text in says:
+        assert text in r.stderr, r.stderr
+
+
+def test_the_cli_reads_an_app_without_its_side_effects(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    app = tmp_path / "function.py"
+    app.write_text(APP.format(mark=str(mark)))
+    r = cli("--app", str(app), "list", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [m["name"] for m in json.loads(r.stdout)["mappings"]] == ["m"]  # only JSON
+    assert "the function's own output" in r.stderr
+    assert not mark.exists()  # prewarm did not run: no query, nothing published
+    # a usage error is found before any query
+    one_line_error(cli("get", "--app", str(app), "m", "a", "b"), 2, "1-column key")
+    assert not mark.exists()
+
+
+def test_options_before_or_after_the_command(config: Path) -> None:
+    before = cli("--config", str(config), "list", "--json")
+    after = cli("list", "--config", str(config), "--json")
+    assert before.returncode == after.returncode == 0 and before.stdout == after.stdout
+
+
+def test_version_and_help() -> None:
+    r = cli("--version")
+    assert r.returncode == 0 and re.fullmatch(r"athena-warm \d+\.\d+\.\d+\s*", r.stdout)
+    r = cli("--help")
+    for text in ("ATHENA_WARM_REDIS_URL", "ATHENA_WARM_S3_URL", "AWS_REGION", "exit codes"):
+        assert text in r.stdout
+    r = cli("get", "--help")
+    assert "the mapping's name" in r.stdout and "--config" in r.stdout
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    (b"defaults = 5\n[mappings.x]\nsql='select 1'\nkey='k'\n", "defaults must be a table"),
+    (b"[mappings]\nx = 5\n", "mappings.x must be a table"),
+    (b"[mappings.x]\nsql = '\xff\xfe'\n", "is not UTF-8 text"),
+])
+def test_bad_toml_is_one_line(tmp_path: Path, toml: bytes, says: str) -> None:
+    p = tmp_path / "m.toml"
+    p.write_bytes(toml)
+    one_line_error(cli("--config", str(p), "list"), 2, says)
+
+
+def test_a_directory_as_config_is_one_line(tmp_path: Path) -> None:
+    one_line_error(cli("--config", str(tmp_path), "list"), 2, "is a directory")
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("def broken(:\n    pass\n", "has a syntax error"),
+    ("import no_such_dependency_here\n", "its own import failed"),
+    ("raise RuntimeError('boom at import')\n", "raised RuntimeError while being imported"),
+])
+def test_an_app_that_cannot_be_imported_is_one_line(tmp_path: Path, source: str,
+                                                    says: str) -> None:
+    app = tmp_path / "function.py"
+    app.write_text(source)
+    one_line_error(cli("--app", str(app), "list"), 2, says)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport", "redis://[::1",
+                                 "s3://No_Bucket/x"])
+def test_a_bad_shared_tier_url_is_one_line(config: Path, url: str) -> None:
+    import os
+
+    var = "ATHENA_WARM_S3_URL" if url.startswith("s3") else "ATHENA_WARM_REDIS_URL"
+    env = {**os.environ, var: url}
+    one_line_error(cli("--config", str(config), "status", env=env), 2, "ATHENA_WARM_")
+
+
+def test_athena_without_a_region_is_one_line(config: Path, tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ATHENA_WARM_"))}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               ATHENA_WARM_ORIGIN="athena")
+    one_line_error(cli("--config", str(config), "get", "customers", "C0001", env=env), 2,
+                   "needs an AWS region", "AWS_REGION")
+
+
+def test_warm_and_status_say_when_l2_did_not_take_it(config: Path, lake: Path) -> None:
+    import os
+
+    from tests.servers import free_port
+
+    env = {**os.environ, "ATHENA_WARM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "ATHENA_WARM_REDIS_CONNECT_TIMEOUT": "0.1"}
+    base = ["--config", str(config), "--origin", f"duckdb:{lake}"]
+    r = cli(*base, "warm", "customers", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "NO:" in r.stdout and "yes" not in r.stdout
+    r = cli(*base, "warm", "customers", "--json", env=env)
+    (warmed,) = json.loads(r.stdout)["warmed"]
+    assert warmed["published"] is False and warmed["not_published_because"]
+    r = cli(*base, "status", env=env)
+    assert r.returncode == 1 and "L2 UNREACHABLE" in r.stdout and "None" not in r.stdout
+
+
+def test_the_progress_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from athena_warm.cli import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setenv("COLUMNS", "40")
+    p = Progress("a_mapping_with_a_long_name")
+    p({"query_id": "0123456789abcdef-0123-4567-89ab-cdef01234567", "state": "RUNNING",
+       "elapsed_s": 12.0, "scanned_bytes": 123_456_789})
+    p.done()
+    line = term.getvalue().split("\r")[-1].rstrip("\n")
+    assert 20 <= len(line) <= 39, repr(line)

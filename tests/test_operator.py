@@ -119,7 +119,8 @@ def test_json_schemas(env: dict[str, str]) -> None:
                            "max_stale_s", "fingerprint", "sql"}
     assert listed["tables"] == ["analytics.customers"]
     warmed = json.loads(cli(env, "warm", "--all", "--json").stdout)["warmed"][0]
-    assert set(warmed) == {"name", "rows", "tier", "query_id", "nbytes", "published"}
+    assert set(warmed) == {"name", "rows", "tier", "query_id", "nbytes", "published",
+                           "not_published_because"}
     got = json.loads(cli(env, "get", "customers", "C0001", "--json").stdout)
     assert set(got) == {"name", "key", "found", "value", "tier", "generation", "rows",
                         "loaded_at"} and got["value"] == "A1" and got["tier"] == "l2"
