@@ -53,6 +53,7 @@ def athena_origin(opts: dict[str, Any], counter: Any) -> Any:
     origin = AthenaOrigin(region="us-east-1", s3_staging_dir="s3://athena-results/staging/",
                           max_attempts=1, poll_interval=0.1, max_poll_interval=0.2)
     athena, _ = origin.clients()
+    athena.list_work_groups()  # loads the service model and connects before the start signal
 
     def before_start(params: dict[str, Any], **_: Any) -> None:
         counter.incr("test:queries")

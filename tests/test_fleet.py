@@ -146,14 +146,14 @@ def test_hand_over_across_two_processes(
                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_server}.items():
         monkeypatch.setenv(k, v)
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="athena-results")
-    # Queries take 6 status checks per step (queued, running): longer than A's second.
+    # Queries take 12 status checks per step (queued, running): longer than A's 2 seconds.
     requests.post(moto_server + "/moto-api/state-manager/set-transition", timeout=5,
                   json={"model_name": "athena::execution",
-                        "transition": {"progression": "manual", "times": 6}})
+                        "transition": {"progression": "manual", "times": 12}})
     admin = redis_server.client()
     admin.set("test:go", 1)
     opts = dict(url=redis_url, lake=str(lake), athena=True, moto=moto_server)
-    a = spawn(**opts, remaining=1.2)
+    a = spawn(**opts, remaining=2.0)
     out, err = a.communicate(timeout=60)
     assert a.returncode == 0, err[-2000:]
     (first,) = json.loads(out.strip().splitlines()[-1])["results"]
