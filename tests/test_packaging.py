@@ -64,3 +64,11 @@ def test_the_runtime_needs_no_pyathena() -> None:
     assert not [r for r in runtime if r.lower().startswith("pyathena")], runtime
     source = (Path(__file__).parent.parent / "adapters" / "athena.py").read_text()
     assert "pyathena" not in source.replace("PyAthena", "")
+
+
+def test_the_license_file_matches_the_declared_license() -> None:
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert 'license = "Apache-2.0"' in (root / "pyproject.toml").read_text()
+    assert (root / "CHANGELOG.md").read_text().startswith("# Changelog")
