@@ -335,7 +335,8 @@ class Registry:
                 raise DeclarationError(
                     f"mapping {mapping.name!r} is already declared with a different query "
                     f"(fingerprint {old.fingerprint} vs {mapping.fingerprint}); give each "
-                    "declaration its own name, or call athena_warm.unregister(name) first"
+                    "declaration its own name, or call "
+                    "athena_warm.declarations.unregister(name) first"
                 )
             self._by_name[mapping.name] = mapping
             return mapping

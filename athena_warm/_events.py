@@ -26,6 +26,7 @@ EventName = Literal[
     "l2_error",
     "load",
     "load_dropped",
+    "metrics_failed",
     "prewarm",
     "prewarm_failed",
     "publish",

@@ -28,6 +28,14 @@ from ._config import resolve
 __all__ = ["Generation", "Lease", "SharedTier", "WriteOutcome", "chunks_for", "open_l2"]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "MemoryTier":  # also here (defined in _memory, which imports this module)
+        from ._memory import MemoryTier
+
+        return MemoryTier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def chunks_for(total_bytes: int) -> int:
     """The most chunks a copy of ``total_bytes`` can have been written in."""
     return max(1, -(-total_bytes // MIN_CHUNK_BYTES))

@@ -22,7 +22,7 @@ def demo_rows(rows: int = 200_000) -> tuple[Any, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
     write_sample_data(root, rows)
-    athena_warm.unregister("customer_mapping")
+    athena_warm.declarations.unregister("customer_mapping")
     decl = declare()
     result = DuckDBOrigin(root).query(decl.sql, decl.params, database=decl.database)
     return decl, result

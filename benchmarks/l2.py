@@ -42,7 +42,8 @@ def main() -> None:
     import redis
     from athena_warm.adapters.redis import RedisL2
 
-    from athena_warm import Cache, Column, QueryResult
+    from athena_warm import Cache
+    from athena_warm.origin import Column, QueryResult
 
     decl, result = demo_rows(args.rows)
     data = {r[0]: r[1] for r in result.rows}

@@ -45,8 +45,9 @@ def main() -> None:
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
     import athena_warm
-    from athena_warm import Column, QueryResult, get_mapping, warm_mappings
+    from athena_warm import get_mapping, warm_mappings
     from athena_warm.local import LambdaContext
+    from athena_warm.origin import Column, QueryResult
 
     decl, result = demo_rows(200_000)
     plain = {r[0]: r[1] for r in result.rows}

@@ -85,7 +85,7 @@ def readers(session: Any) -> dict[str, Callable[[], dict[Any, Any]]]:
     import athena_warm
 
     def ours() -> dict[Any, Any]:
-        athena_warm.unregister("bench_mapping")
+        athena_warm.declarations.unregister("bench_mapping")
         athena_warm.Mapping("bench_mapping", sql=SQL, key="customer_id", value="account_id",
                             database="analytics")
         origin = AthenaOrigin(session=session, s3_staging_dir=STAGING, region=REGION)

@@ -62,13 +62,13 @@ def run(policy: str, *, days: int, containers: int, rows: int) -> dict[str, Any]
         now = [0.0]
         epoch = 1_700_000_000.0
         requests: collections.Counter[str] = collections.Counter()
-        athena_warm.unregister(MAPPING)
+        athena_warm.declarations.unregister(MAPPING)
         athena_warm.Mapping(
             MAPPING, sql="SELECT customer_id, account_id FROM customer_mapping WHERE active",
             database="analytics", key="customer_id", value="account_id", ttl=TTL,
             max_stale="7d", validate=None if policy == "ttl" else "auto",
             validate_interval="5m" if policy == "validate + 5m" else None)
-        tier = athena_warm.MemoryTier(clock=lambda: now[0])
+        tier = athena_warm.l2.MemoryTier(clock=lambda: now[0])
         fleet = []
         doubles = []  # Athena's answers, computed by DuckDB from the lake
         for _ in range(containers):

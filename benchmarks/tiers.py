@@ -91,8 +91,9 @@ def main() -> None:
     from athena_warm.adapters.s3 import S3Tier
 
     import athena_warm
-    from athena_warm import Cache, Column, QueryResult
+    from athena_warm import Cache
     from athena_warm._files import FileTier
+    from athena_warm.origin import Column, QueryResult
 
     decl, result = demo_rows(args.rows)
 
@@ -117,7 +118,7 @@ def main() -> None:
                       "node": lambda: FileTier(tempfile.mkdtemp() + "/node")}
             for name, make in makers.items():
                 tier = make()
-                athena_warm.unregister(decl.name)
+                athena_warm.declarations.unregister(decl.name)
                 athena_warm.Mapping(decl.name, sql=decl.sql, database=decl.database,
                                     key=decl.key_columns, value=decl.value_columns,
                                     ttl="1h", validate=None)

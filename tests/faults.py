@@ -7,7 +7,9 @@ import datetime
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from athena_warm import Cache, Column, Mapping, MemoryTier, QueryResult
+from athena_warm import Cache, Mapping
+from athena_warm.l2 import MemoryTier
+from athena_warm.origin import Column, QueryResult
 from tests.conftest import FakeClock
 
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from athena_warm import Mapping, QueryResult
+from athena_warm import Mapping
+from athena_warm.origin import QueryResult
 
 
 class CountingOrigin:

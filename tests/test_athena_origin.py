@@ -13,7 +13,8 @@ from athena_warm.adapters.athena import AthenaOrigin, athena_literal
 from botocore.awsrequest import AWSResponse
 
 import athena_warm
-from athena_warm import Mapping, OriginError, OriginTimeoutError
+from athena_warm import Mapping
+from athena_warm.exceptions import OriginError, OriginTimeoutError
 from tests.athena_double import AthenaDouble, parse_literal
 from tests.conftest import REGION, FakeClock
 
@@ -181,7 +182,7 @@ def test_without_reuse_nothing_is_asked(athena: Any, clock: Any) -> None:
 
 @pytest.mark.parametrize("reuse, ttl", [("30s", "1h"), ("2h", "1h"), ("8d", "30d"), ("x", "1h")])
 def test_reuse_must_fit_athenas_range_and_the_ttl(reuse: str, ttl: str) -> None:
-    with pytest.raises(athena_warm.DeclarationError, match="reuse"):
+    with pytest.raises(athena_warm.exceptions.DeclarationError, match="reuse"):
         Mapping("bad_reuse", sql="SELECT 1 AS a", key="a", ttl=ttl, reuse=reuse,
                 register=False)
 

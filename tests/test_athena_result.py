@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from athena_warm import OriginError
+from athena_warm.exceptions import OriginError
 from tests.athena_double import AthenaDouble
 from tests.conftest import REGION, FakeClock
 from tests.helpers import same

@@ -16,8 +16,10 @@ import boto3
 import pytest
 
 import athena_warm
-from athena_warm import ConfigurationError, Mapping, MemoryTier
+from athena_warm import Mapping
 from athena_warm.autoinvalidate import changed_tables, handle
+from athena_warm.exceptions import ConfigurationError
+from athena_warm.l2 import MemoryTier
 from tests.conftest import REGION, FakeClock
 from tests.test_revalidation import touch
 

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 import athena_warm
-from athena_warm import (
-    Cache,
+from athena_warm import Cache, Mapping
+from athena_warm.exceptions import (
     ConfigurationError,
     DeclarationError,
     DuplicateKeyError,
     EmptyResultError,
-    Mapping,
     MissingColumnError,
     NullKeyError,
     OriginError,
@@ -36,7 +35,7 @@ def test_durations_and_defaults() -> None:
     assert m.ttl == 86400 and m.max_stale == 7 * 86400
     assert m.on_duplicate == "error" and m.on_null_key == "skip" and not m.allow_empty
     assert Mapping("n", **base(ttl=90)).ttl == 90
-    assert athena_warm.REGISTRY.names() == ["m", "n"]
+    assert athena_warm.declarations.REGISTRY.names() == ["m", "n"]
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -62,7 +61,7 @@ def test_bad_declarations_say_what_to_fix(kw: dict[str, Any], message: str) -> N
     with pytest.raises(DeclarationError) as ei:
         Mapping("bad", **base(**kw))
     assert message in str(ei.value)
-    assert "bad" not in athena_warm.REGISTRY.names()
+    assert "bad" not in athena_warm.declarations.REGISTRY.names()
 
 
 def test_bad_names() -> None:
@@ -80,7 +79,7 @@ def test_question_marks_in_strings_and_comments_are_not_placeholders() -> None:
 def test_same_declaration_twice_is_fine() -> None:
     a = Mapping("same", **base())
     b = Mapping("same", **base())
-    assert a.fingerprint == b.fingerprint and athena_warm.REGISTRY.require("same") is b
+    assert a.fingerprint == b.fingerprint and athena_warm.declarations.REGISTRY.require("same") is b
 
 
 def test_fingerprint_covers_the_query_identity() -> None:
@@ -206,14 +205,14 @@ ttl = "1h"
 def test_toml_declarations(tmp_path: Path, duck: Any, clock: Any) -> None:
     path = tmp_path / "mappings.toml"
     path.write_text(TOML)
-    declared = athena_warm.load_config(path)
+    declared = athena_warm.declarations.load_config(path)
     assert [m.name for m in declared] == ["by_region", "whole_rows"]
     by_region, rows = declared
     assert by_region.ttl == 86400 and by_region.max_stale == 7 * 86400 and rows.ttl == 3600
     cache = Cache(origin=duck, clock=clock)
     assert len(cache.get("by_region")) == 500
     assert cache.get("whole_rows")["C0003"]["n"] == 3
-    assert athena_warm.load_config(path) == declared  # loading twice is harmless
+    assert athena_warm.declarations.load_config(path) == declared  # loading twice is harmless
 
 
 @pytest.mark.parametrize("text, message", [
@@ -228,13 +227,13 @@ def test_bad_toml_says_what_to_fix(tmp_path: Path, text: str, message: str) -> N
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigurationError) as ei:
-        athena_warm.load_config(path)
+        athena_warm.declarations.load_config(path)
     assert message in str(ei.value) and "bad.toml" in str(ei.value)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no such file"):
-        athena_warm.load_config(tmp_path / "nope.toml")
+        athena_warm.declarations.load_config(tmp_path / "nope.toml")
 
 
 APP = '''
@@ -260,29 +259,29 @@ def test_get_mapping_finds_declarations_through_the_environment(
 def test_app_by_module_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "decl_mod_xyz.py").write_text(APP)
     monkeypatch.syspath_prepend(str(tmp_path))
-    athena_warm.load_declarations(app="decl_mod_xyz")
-    assert "app_customers" in athena_warm.REGISTRY.names()
+    athena_warm.declarations.load_declarations(app="decl_mod_xyz")
+    assert "app_customers" in athena_warm.declarations.REGISTRY.names()
     with pytest.raises(ConfigurationError, match="cannot import"):
-        athena_warm.load_declarations(app="no_such_module_abc")
+        athena_warm.declarations.load_declarations(app="no_such_module_abc")
 
 
 def test_config_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.toml"
     path.write_text(TOML)
     monkeypatch.setenv("ATHENA_WARM_CONFIG", str(path))
-    athena_warm.load_declarations()
-    assert athena_warm.REGISTRY.names() == ["by_region", "whole_rows"]
+    athena_warm.declarations.load_declarations()
+    assert athena_warm.declarations.REGISTRY.names() == ["by_region", "whole_rows"]
 
 
 def test_origin_spec_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     for spec, message in [("postgres", "unknown origin"), ("duckdb:", "needs a path"),
                           ("duckdb:/no/such/place", "neither a folder")]:
         with pytest.raises(ConfigurationError, match=message):
-            origin = athena_warm.open_origin(spec)
+            origin = athena_warm.origin.open_origin(spec)
             origin.query("SELECT 1", (), database=None, workgroup=None, catalog=None)
     monkeypatch.setenv("ATHENA_WARM_ORIGIN", "mysql")
     with pytest.raises(ConfigurationError, match="'mysql'"):
-        athena_warm.open_origin()
+        athena_warm.origin.open_origin()
 
 
 @pytest.mark.parametrize(("opts", "says"), [

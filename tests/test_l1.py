@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import athena_warm
-from athena_warm import Cache, Column, Mapping, QueryResult, ReadOnlyMappingError
+from athena_warm import Cache, Mapping
+from athena_warm.exceptions import ReadOnlyMappingError
+from athena_warm.origin import Column, QueryResult
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 
@@ -93,10 +95,10 @@ def test_two_declarations_never_collide(origin: CountingOrigin, clock: FakeClock
     assert a.meta.fingerprint != b.meta.fingerprint
     assert "C0000" in a and "C0000" not in b and "C0001" in b
     # Re-declaring a name with another query is an error, not a silent swap ...
-    with pytest.raises(athena_warm.DeclarationError, match="already declared"):
+    with pytest.raises(athena_warm.exceptions.DeclarationError, match="already declared"):
         declare("r0", sql="SELECT customer_id, account_id FROM customers")
     # ... but after unregister, the new declaration gets its own L1 entry.
-    athena_warm.unregister("r0")
+    athena_warm.declarations.unregister("r0")
     declare("r0", sql="SELECT customer_id, account_id FROM customers")
     assert len(cache.get("r0")) == 1000 and len(cache.l1) == 3
 
@@ -132,7 +134,7 @@ def test_l1_bound_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATHENA_WARM_L1_MAX_BYTES", "64MiB")
     assert Cache().l1.max_bytes == 64 * 2**20
     monkeypatch.setenv("ATHENA_WARM_L1_MAX_BYTES", "lots")
-    with pytest.raises(athena_warm.ConfigurationError, match="ATHENA_WARM_L1_MAX_BYTES"):
+    with pytest.raises(athena_warm.exceptions.ConfigurationError, match="ATHENA_WARM_L1_MAX_BYTES"):
         Cache()
     monkeypatch.delenv("ATHENA_WARM_L1_MAX_BYTES")
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
@@ -162,14 +164,14 @@ def test_threads_that_miss_together_cause_one_load(duck: Any) -> None:
 def test_waiters_share_the_leaders_error_and_the_next_read_retries(duck: Any) -> None:
     declare()
     origin = CountingOrigin(duck, delay=0.2)
-    origin.fail = athena_warm.OriginError("boom", origin="counting")
+    origin.fail = athena_warm.exceptions.OriginError("boom", origin="counting")
     cache = Cache(origin=origin, retry_interval=0)  # no pause before the retry
     errors: list[BaseException] = []
 
     def reader() -> None:
         try:
             cache.get("customers")
-        except athena_warm.OriginError as exc:
+        except athena_warm.exceptions.OriginError as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(8)]

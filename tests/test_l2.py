@@ -20,7 +20,8 @@ import pytest
 from athena_warm.adapters.redis import ElastiCacheIAMProvider, RedisL2
 
 import athena_warm
-from athena_warm import Cache, ConfigurationError, L2Error
+from athena_warm import Cache
+from athena_warm.exceptions import ConfigurationError, L2Error
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 from tests.servers import Server, start_cluster

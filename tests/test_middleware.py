@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import athena_warm
-from athena_warm import Cache, Mapping, MappingUnavailableError, OriginError, get_mapping
+from athena_warm import Cache, Mapping, MappingUnavailableError, get_mapping
+from athena_warm.exceptions import OriginError
 from athena_warm.local import LambdaContext, invoke
 from athena_warm.middleware import prewarm, register_snapstart, warm_mappings
 from tests.conftest import FakeClock
@@ -342,7 +343,7 @@ def test_prewarm_never_fails_the_init(duck: Any, slow_athena: Any) -> None:
     assert got["unknown"].startswith("failed: UnknownMappingError")
     # Athena slower than the budget: the query is started, the init goes on.
     slow = athena_warm.configure(origin=slow_athena, l2=False)
-    athena_warm.unregister("customers")
+    athena_warm.declarations.unregister("customers")
     declare()
     # (1.5 s for the start call after the 0.5 s deadline margin: a cold boto3 client on a busy
     # machine, Python 3.13 in CI, took longer than 0.1 s; the query stays RUNNING for 10 polls)
@@ -429,7 +430,7 @@ def test_example_functions(duck: Any, lake: Any, monkeypatch: pytest.MonkeyPatch
 
     app = importlib.reload(app) if app.EXECUTIONS else app
     # The same name, on this test lake's table.
-    athena_warm.unregister("customer_mapping")
+    athena_warm.declarations.unregister("customer_mapping")
     Mapping("customer_mapping", sql="SELECT customer_id, account_id FROM customers WHERE active",
             database="analytics", key="customer_id", value="account_id")
     first = invoke(app.handler, {"customer_id": "C0003"})

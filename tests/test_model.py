@@ -16,17 +16,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from athena_warm import (
-    AthenaWarmError,
+from athena_warm import AthenaWarmError, _declare
+from athena_warm._codec import CorruptPayloadError, decode
+from athena_warm.exceptions import (
     DeadlineError,
-    MemoryTier,
     OriginError,
     RefreshError,
     ResultShapeError,
     StaleLimitError,
-    _declare,
 )
-from athena_warm._codec import CorruptPayloadError, decode
+from athena_warm.l2 import MemoryTier
 from tests.faults import Clocks, Table, TableOrigin, container, declare_table
 
 TTL, MAX_STALE, RETRY, CHECK, VALIDATE_EVERY = 60.0, 300.0, 5.0, 10.0, 20.0

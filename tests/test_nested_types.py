@@ -20,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import athena_warm
-from athena_warm import ColumnTypeError, DeclarationError, Mapping, MemoryTier
+from athena_warm import Mapping
 from athena_warm._types import TypeSignatureError, from_text, parse_type
+from athena_warm.exceptions import ColumnTypeError, DeclarationError
+from athena_warm.l2 import MemoryTier
 from tests.athena_double import _text
 from tests.faults import Clocks, container
 from tests.helpers import same
@@ -177,7 +179,7 @@ def test_types_in_a_toml_config(tmp_path: Path) -> None:
     cfg.write_text('[mappings.toml_nested]\nsql = "SELECT k, attrs FROM nested"\nkey = "k"\n'
                    'value = "attrs"\n[mappings.toml_nested.types]\n'
                    'attrs = "map(varchar, integer)"\n')
-    (decl,) = athena_warm.load_config(cfg)
+    (decl,) = athena_warm.declarations.load_config(cfg)
     assert decl.types == {"attrs": "map(varchar, integer)"}
 
 

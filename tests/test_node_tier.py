@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from athena_warm.adapters.redis import RedisL2
 
-from athena_warm import Cache, open_l2
+from athena_warm import Cache
 from athena_warm._files import FileTier
 from athena_warm._node import DEFAULT_DIR, NodeTier, node_dir
+from athena_warm.l2 import open_l2
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 from tests.servers import free_port

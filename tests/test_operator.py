@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from athena_warm.adapters.redis import RedisL2
 
-from athena_warm import Cache, Mapping, OriginError
+from athena_warm import Cache, Mapping
+from athena_warm.exceptions import OriginError
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin
 

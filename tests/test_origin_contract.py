@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from athena_warm import Origin, OriginError
+from athena_warm.exceptions import OriginError
+from athena_warm.origin import Origin
 
 NASTY = "x'; DROP TABLE analytics.customers; -- \" ? %s {0} \\ \n ' OR '1'='1"
 

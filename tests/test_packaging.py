@@ -72,3 +72,24 @@ def test_the_license_file_matches_the_declared_license() -> None:
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert 'license = "Apache-2.0"' in (root / "pyproject.toml").read_text()
     assert (root / "CHANGELOG.md").read_text().startswith("# Changelog")
+
+
+def test_the_top_level_is_what_a_function_author_needs() -> None:
+    import importlib
+    import warnings
+
+    import athena_warm
+
+    assert sorted(athena_warm.__all__) == sorted([
+        "AthenaWarmError", "Cache", "Mapping", "MappingMeta", "MappingUnavailableError",
+        "MappingView", "UnknownMappingError", "__version__", "clear_caches", "configure",
+        "get_mapping", "invalidate", "prewarm", "warm_mappings"])
+    for name, module in athena_warm._MOVED.items():
+        where = importlib.import_module(f"athena_warm.{module}")
+        assert getattr(where, name) is not None, (name, module)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert getattr(athena_warm, name) is getattr(where, name)
+        if not module.startswith("_"):
+            (w,) = caught
+            assert w.category is DeprecationWarning and f"athena_warm.{module}" in str(w.message)

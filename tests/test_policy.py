@@ -11,14 +11,10 @@ from typing import Any
 import pytest
 from athena_warm.adapters.redis import RedisL2
 
-from athena_warm import (
-    Cache,
-    DeadlineError,
-    OriginError,
-    StaleLimitError,
-)
+from athena_warm import Cache
 from athena_warm._memory import MemoryTier
 from athena_warm._rules import jittered, lease_ttl
+from athena_warm.exceptions import DeadlineError, OriginError, StaleLimitError
 from tests import faults
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare

@@ -12,19 +12,17 @@ from typing import Any
 import pytest
 from athena_warm.adapters.redis import RedisL2
 
-from athena_warm import (
-    AthenaWarmError,
+from athena_warm import AthenaWarmError, _events
+from athena_warm.exceptions import (
     DeadlineError,
     DuplicateKeyError,
     EmptyResultError,
-    MemoryTier,
     MissingColumnError,
     NullKeyError,
     OriginError,
     RefreshError,
-    _events,
 )
-from athena_warm.l2 import Lease
+from athena_warm.l2 import Lease, MemoryTier
 from tests.conftest import SERVERS
 from tests.faults import Clocks, Table, TableOrigin, container, declare_table, version_of
 

@@ -18,8 +18,10 @@ from athena_warm.adapters import _validators
 from athena_warm.adapters.duckdb import DuckDBOrigin
 
 import athena_warm
-from athena_warm import DeclarationError, Mapping, MemoryTier
+from athena_warm import Mapping
 from athena_warm._events import listeners
+from athena_warm.exceptions import DeclarationError
+from athena_warm.l2 import MemoryTier
 from tests.conftest import REGION, FakeClock
 
 TTL = 3600.0
@@ -447,5 +449,5 @@ def test_toml_takes_the_validation_options(tmp_path: Path) -> None:
     p.write_text('[mappings.m]\nsql = "SELECT a FROM t"\nkey = "a"\nvalidate = false\n'
                  '[mappings.n]\nsql = "SELECT a FROM v"\nkey = "a"\ntables = ["db.t"]\n'
                  'validate_interval = "5m"\n')
-    m, n = athena_warm.load_config(p)
+    m, n = athena_warm.declarations.load_config(p)
     assert m.validate is None and n.tables == ("db.t",) and n.validate_interval == 300

@@ -14,8 +14,10 @@ import pytest
 from athena_warm.adapters.redis import RedisL2
 from athena_warm.adapters.s3 import S3Tier, _Conflict
 
-from athena_warm import Cache, ConfigurationError, L2Error, OriginError, open_l2
+from athena_warm import Cache
 from athena_warm._layered import LayeredTier
+from athena_warm.exceptions import ConfigurationError, L2Error, OriginError
+from athena_warm.l2 import open_l2
 from tests.conftest import FakeClock
 from tests.helpers import CountingOrigin, declare
 from tests.servers import Server, free_port

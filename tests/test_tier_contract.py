@@ -15,9 +15,9 @@ import pytest
 from athena_warm.adapters.redis import RedisL2
 from athena_warm.adapters.s3 import S3Tier
 
-from athena_warm import L2Error, MemoryTier
 from athena_warm._files import FileTier
-from athena_warm.l2 import Generation, Lease
+from athena_warm.exceptions import L2Error
+from athena_warm.l2 import Generation, Lease, MemoryTier
 from tests.conftest import SERVERS, FakeClock
 from tests.servers import free_port
 
