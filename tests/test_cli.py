@@ -262,3 +262,14 @@ def test_the_progress_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) ->
     p.done()
     line = term.getvalue().split("\r")[-1].rstrip("\n")
     assert 20 <= len(line) <= 39, repr(line)
+
+
+def test_the_demo_explains_itself_and_cleans_up(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = cli("demo", "--rows", "20000", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "columns: container (A or B)" in r.stdout and "seconds to minutes" in r.stdout
+    assert "removed at the end" in r.stdout
+    assert not list(tmp_path.glob("athena-warm-demo-*"))  # its temporary folder is gone
