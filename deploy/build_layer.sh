@@ -2,12 +2,14 @@
 # Build the athena-warm Lambda layer into deploy/build/layer/python (what template.yaml's
 # AthenaWarmLayer points at). boto3/botocore/s3transfer are left out: the Python runtime has
 # them. Usage: deploy/build_layer.sh [--local]   (--local: this machine's platform, for tests;
-# default: manylinux x86_64 wheels for Python 3.12, as Lambda runs them)
+# default: manylinux x86_64 wheels for Python 3.12, as Lambda runs them). LAYER_DIR=path builds
+# there instead of deploy/build/layer (the tests build under a temporary directory).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-out="$here/build/layer/python"
-rm -rf "$here/build/layer"
+layer=${LAYER_DIR:-$here/build/layer}
+out="$layer/python"
+rm -rf "$layer"
 mkdir -p "$out"
 pip=${PIP:-python3 -m pip}
 wheels=$(mktemp -d)
@@ -23,4 +25,4 @@ fi
 rm -rf "$out"/boto3 "$out"/botocore "$out"/s3transfer "$out"/boto3-* "$out"/botocore-* \
   "$out"/s3transfer-* "$out"/bin
 find "$out" -name __pycache__ -type d -prune -exec rm -rf {} +
-echo "layer: $(du -sh "$here/build/layer" | cut -f1) in $here/build/layer"
+echo "layer: $(du -sh "$layer" | cut -f1) in $layer"

@@ -266,6 +266,8 @@ def own_server(redis_server: Server, tmp_path: Path) -> Iterator[Server]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "one_server_kind: run with one Redis kind, not each")
+    config.addinivalue_line("markers", "slow: processes, builds, the demo (pytest -m 'not slow' "
+                                       "is the quick inner loop)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

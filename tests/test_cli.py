@@ -39,6 +39,7 @@ def config(tmp_path: Path) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     r = cli("demo", "--dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -103,6 +104,7 @@ def test_errors_and_exit_codes(config: Path, lake: Path) -> None:
     assert r.returncode == 2 and "neither a folder" in r.stderr
 
 
+@pytest.mark.slow
 def test_demo_with_l2(tmp_path: Path) -> None:
     r = cli("demo", "--dir", str(tmp_path), "--rows", "20000", "--l2")
     assert r.returncode == 0, r.stderr
@@ -264,6 +266,7 @@ def test_the_progress_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) ->
     assert 20 <= len(line) <= 39, repr(line)
 
 
+@pytest.mark.slow
 def test_the_demo_explains_itself_and_cleans_up(tmp_path: Path) -> None:
     import os
 

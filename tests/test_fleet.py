@@ -18,6 +18,7 @@ from athena_warm import Cache
 from tests.helpers import CountingOrigin, declare
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # fleets of real processes
 
 
 

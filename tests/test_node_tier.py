@@ -150,6 +150,7 @@ def test_with_the_fleet_tier_down_the_machine_still_loads_once(tmp_path: Path,
 # -- real processes on one directory --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.one_server_kind
 def test_sixteen_processes_on_one_directory_run_one_query(
         redis_url: str, redis_server: Any, lake: Path, tmp_path: Path) -> None:
@@ -167,6 +168,7 @@ def test_sixteen_processes_on_one_directory_run_one_query(
           " MB per process")
 
 
+@pytest.mark.slow
 def test_sixteen_processes_in_front_of_redis_download_once(
         redis_url: str, redis_server: Any, lake: Path, tmp_path: Path, duck: Any) -> None:
     admin = redis_server.client()
