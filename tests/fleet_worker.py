@@ -25,20 +25,7 @@ from athena_warm.adapters.duckdb import DuckDBOrigin
 from athena_warm.adapters.redis import RedisL2
 
 from athena_warm import Cache, Mapping
-
-
-class SlowCountingOrigin:
-    name = "slow"
-
-    def __init__(self, lake: str, delay: float, counter: Any) -> None:
-        self.inner = DuckDBOrigin(lake)
-        self.delay = delay
-        self.counter = counter
-
-    def query(self, sql: str, params: Any, **kw: Any) -> Any:
-        self.counter.incr("test:queries")
-        time.sleep(self.delay)
-        return self.inner.query(sql, params, **kw)
+from tests.helpers import CountingOrigin
 
 
 def athena_origin(opts: dict[str, Any], counter: Any) -> Any:
@@ -122,7 +109,8 @@ def main() -> None:
             database="analytics", key="customer_id", value="account_id", ttl="1h",
             max_stale="1d", ttl_jitter=0)
     origin = athena_origin(opts, counter) if opts.get("athena") else \
-        SlowCountingOrigin(opts["lake"], opts.get("delay", 0.0), counter)
+        CountingOrigin(DuckDBOrigin(opts["lake"]), delay=opts.get("delay", 0.0),
+                       on_query=lambda: counter.incr("test:queries"))
     cache = Cache(origin=origin, l2=shared_tier(opts, counter),
                   refresh_timeout=opts.get("refresh_timeout", 60))
     counter.incr("test:ready")

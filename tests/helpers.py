@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,26 +14,45 @@ from athena_warm.origin import QueryResult
 
 
 class CountingOrigin:
-    """A real origin (DuckDB) that counts its queries and can be slowed down or broken."""
+    """The tests' one origin wrapper: a real origin (DuckDB) that counts its queries
+    (``calls``) and can be slowed down (``delay`` real seconds), broken (``fail``), or report
+    each query elsewhere (``on_query``: advance a fake clock, count in another process).
+    ``validator=True`` passes the inner origin's change validator through (and counts its
+    checks in ``checks``); without it the copy has no validator (TTL only)."""
 
-    name = "counting"
-
-    def __init__(self, inner: Any, *, delay: float = 0.0) -> None:
+    def __init__(self, inner: Any, *, delay: float = 0.0, name: str = "counting",
+                 on_query: Callable[[], Any] | None = None, validator: bool = False) -> None:
         self.inner = inner
+        self.name = name
         self.delay = delay
+        self.on_query = on_query
         self.calls = 0
+        self.checks = 0
         self.fail: Exception | None = None
         self._lock = threading.Lock()
+        if validator:
+            self.validator = self._validator
+
+    @property
+    def queries(self) -> int:
+        return self.calls
 
     def query(self, sql: str, params: Sequence[Any], **kw: Any) -> QueryResult:
         with self._lock:
             self.calls += 1
+        if self.on_query is not None:
+            self.on_query()
         if self.delay:
             time.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
         result: QueryResult = self.inner.query(sql, params, **kw)
         return result
+
+    def _validator(self, *args: Any, **kw: Any) -> Any:
+        with self._lock:
+            self.checks += 1
+        return self.inner.validator(*args, **kw)
 
 
 def declare(name: str = "customers", **kw: Any) -> Mapping:

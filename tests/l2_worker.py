@@ -14,25 +14,14 @@ from typing import Any
 from athena_warm.adapters.duckdb import DuckDBOrigin
 
 from athena_warm import Cache, Mapping
-
-
-class CountingOrigin:
-    name = "counting"
-
-    def __init__(self, lake: str) -> None:
-        self.inner = DuckDBOrigin(lake)
-        self.queries = 0
-
-    def query(self, sql: str, params: Any, **kw: Any) -> Any:
-        self.queries += 1
-        return self.inner.query(sql, params, **kw)
+from tests.helpers import CountingOrigin
 
 
 def main() -> None:
     url, lake, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
     Mapping("customers", sql="SELECT customer_id, account_id FROM customers",
             database="analytics", key="customer_id", value="account_id", ttl="1h")
-    origin = CountingOrigin(lake)
+    origin = CountingOrigin(DuckDBOrigin(lake))
     cache = Cache(origin=origin, l2=url, check_interval=interval)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

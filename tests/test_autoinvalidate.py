@@ -21,6 +21,7 @@ from athena_warm.autoinvalidate import changed_tables, handle
 from athena_warm.exceptions import ConfigurationError
 from athena_warm.l2 import MemoryTier
 from tests.conftest import REGION, FakeClock
+from tests.helpers import CountingOrigin
 from tests.test_revalidation import touch
 
 TABLE_EVENT: dict[str, Any] = {
@@ -85,18 +86,6 @@ def test_the_documented_events_name_their_tables() -> None:
     assert changed_tables({"detail-type": TABLE_EVENT["detail-type"], "detail": "x"}) == []
 
 
-class Counting:
-    def __init__(self, origin: Any) -> None:
-        self.inner, self.name, self.queries = origin, "duckdb", 0
-
-    def query(self, *a: Any, **kw: Any) -> Any:
-        self.queries += 1
-        return self.inner.query(*a, **kw)
-
-    def validator(self, *a: Any, **kw: Any) -> Any:
-        return self.inner.validator(*a, **kw)
-
-
 def test_a_glue_event_refreshes_each_reader_once_with_no_gap(lake: Path, tmp_path: Path,
                                                              clock: FakeClock) -> None:
     from athena_warm.adapters.duckdb import DuckDBOrigin
@@ -112,7 +101,7 @@ def test_a_glue_event_refreshes_each_reader_once_with_no_gap(lake: Path, tmp_pat
     Mapping("dups", sql="SELECT k, v FROM dup_keys", key="k", value="v", database="analytics",
             on_duplicate="last")
     tier = MemoryTier(clock=clock)
-    origin = Counting(DuckDBOrigin(lake))
+    origin = CountingOrigin(DuckDBOrigin(lake), name="duckdb", validator=True)
     fn = athena_warm.Cache(origin=origin, l2=tier, clock=clock)  # the function's container
     warm = athena_warm.Cache(origin=origin, l2=tier, clock=clock, check_interval=1)
     for n in ("cust", "accounts", "dups"):

@@ -130,21 +130,14 @@ def test_a_failed_first_load_raises_the_origin_error(duck: Any, clocks: Clocks) 
 # -- deadlines ------------------------------------------------------------------------------------
 
 
-class SlowOrigin(CountingOrigin):
+def slow_origin(inner: Any, clocks: Clocks, seconds: float) -> CountingOrigin:
     """Takes ``seconds`` of the fake clock per query."""
-
-    def __init__(self, inner: Any, clocks: Clocks, seconds: float) -> None:
-        super().__init__(inner)
-        self.clocks, self.seconds = clocks, seconds
-
-    def query(self, sql: str, params: Any, **kw: Any) -> Any:
-        self.clocks.advance(self.seconds)
-        return super().query(sql, params, **kw)
+    return CountingOrigin(inner, on_query=lambda: clocks.advance(seconds))
 
 
 def test_no_blocking_refresh_that_cannot_finish_in_time(duck: Any, clocks: Clocks) -> None:
     declare()
-    origin = SlowOrigin(duck, clocks, 20)  # a 20-second load
+    origin = slow_origin(duck, clocks, 20)  # a 20-second load
     cache = clocks.cache(origin)
     first = cache.get("customers")
     clocks.advance(3600)
@@ -157,7 +150,7 @@ def test_no_blocking_refresh_that_cannot_finish_in_time(duck: Any, clocks: Clock
 
 def test_invocation_scope_passes_its_deadline(duck: Any, clocks: Clocks) -> None:
     declare()
-    origin = SlowOrigin(duck, clocks, 20)
+    origin = slow_origin(duck, clocks, 20)
     cache = clocks.cache(origin)
     first = cache.get("customers")
     clocks.advance(3600)

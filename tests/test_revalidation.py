@@ -23,6 +23,7 @@ from athena_warm._events import listeners
 from athena_warm.exceptions import DeclarationError
 from athena_warm.l2 import MemoryTier
 from tests.conftest import REGION, FakeClock
+from tests.helpers import CountingOrigin
 
 TTL = 3600.0
 WALL0 = 1_700_000_000.0
@@ -260,19 +261,8 @@ def own_lake(lake: Path, tmp_path: Path) -> Path:
     return root
 
 
-class CountingDuckDB(DuckDBOrigin):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.queries = 0
-        self.checks = 0
-
-    def query(self, *args: Any, **kw: Any) -> Any:
-        self.queries += 1
-        return super().query(*args, **kw)
-
-    def validator(self, *args: Any, **kw: Any) -> str | None:
-        self.checks += 1
-        return super().validator(*args, **kw)
+def counting_duckdb(path: Path) -> CountingOrigin:
+    return CountingOrigin(DuckDBOrigin(path), name="duckdb", validator=True)
 
 
 def touch(root: Path) -> None:
@@ -291,7 +281,7 @@ def test_a_revalidation_reaches_the_fleet_through_l2(own_lake: Path, clock: Fake
                                                      events: list[Any]) -> None:
     declare()
     tier = MemoryTier(clock=clock)
-    a_origin, b_origin, d_origin = (CountingDuckDB(own_lake) for _ in range(3))
+    a_origin, b_origin, d_origin = (counting_duckdb(own_lake) for _ in range(3))
     a, b = cache(a_origin, clock, l2=tier), cache(b_origin, clock, l2=tier)
     first = a.get("cust")
     assert b.get("cust").meta.source == "l2"  # B holds the same copy
@@ -315,7 +305,7 @@ def test_a_revalidation_reaches_the_fleet_through_l2(own_lake: Path, clock: Fake
         clock.advance(TTL + 1)
         a.get("cust")
     assert a_origin.queries == 1
-    cold = cache(CountingDuckDB(own_lake), clock, l2=tier).get("cust")
+    cold = cache(counting_duckdb(own_lake), clock, l2=tier).get("cust")
     assert cold.meta.source == "l2"
 
 
@@ -323,7 +313,7 @@ def test_a_forged_or_unsigned_note_is_ignored(own_lake: Path, clock: FakeClock,
                                               events: list[Any]) -> None:
     declare()
     tier = MemoryTier(clock=clock)
-    a = cache(CountingDuckDB(own_lake), clock, l2=tier, signing_key="k" * 32)
+    a = cache(counting_duckdb(own_lake), clock, l2=tier, signing_key="k" * 32)
     a.get("cust")
     entry = next(e for _, e in a.l1.items())
     created_ms = int(entry.created_at * 1000)
@@ -331,7 +321,7 @@ def test_a_forged_or_unsigned_note_is_ignored(own_lake: Path, clock: FakeClock,
     note = f'{{"c":{created_ms},"v":"{entry.validator}","a":{WALL0 + clock()}}}'
     assert tier.renew("cust", entry.view.meta.fingerprint, note, created_ms=created_ms,
                       ttl=TTL) is True  # written by someone without the key
-    d_origin = CountingDuckDB(own_lake)
+    d_origin = counting_duckdb(own_lake)
     d = cache(d_origin, clock, l2=tier, signing_key="k" * 32)
     d.get("cust")
     assert d_origin.checks == 1  # the forged note did not spare the check: D made its own
@@ -342,7 +332,7 @@ def test_validate_interval_notices_a_change_between_ttls_once_per_fleet(
         own_lake: Path, clock: FakeClock, events: list[Any]) -> None:
     declare(validate_interval="5m")
     tier = MemoryTier(clock=clock)
-    origins = [CountingDuckDB(own_lake) for _ in range(3)]
+    origins = [counting_duckdb(own_lake) for _ in range(3)]
     fleet = [cache(o, clock, l2=tier, check_interval=60) for o in origins]
     for c in fleet:
         c.get("cust")
@@ -366,7 +356,7 @@ def test_validate_interval_notices_a_change_between_ttls_once_per_fleet(
 
 def test_validate_interval_without_l2(own_lake: Path, clock: FakeClock) -> None:
     declare(validate_interval="10m")
-    o = CountingDuckDB(own_lake)
+    o = counting_duckdb(own_lake)
     c = cache(o, clock)
     c.get("cust")
     clock.advance(601)
@@ -381,7 +371,7 @@ def test_validate_interval_without_l2(own_lake: Path, clock: FakeClock) -> None:
 def test_the_kill_switch_makes_no_metadata_call(own_lake: Path, clock: FakeClock,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     declare()
-    o = CountingDuckDB(own_lake)
+    o = counting_duckdb(own_lake)
     monkeypatch.setenv("ATHENA_WARM_DISABLED", "true")
     c = cache(o, clock)
     assert "C0008" in c.get("cust")
