@@ -276,3 +276,61 @@ def test_the_demo_explains_itself_and_cleans_up(tmp_path: Path) -> None:
     assert "columns: container (A or B)" in r.stdout and "seconds to minutes" in r.stdout
     assert "removed at the end" in r.stdout
     assert not list(tmp_path.glob("athena-warm-demo-*"))  # its temporary folder is gone
+
+
+@pytest.mark.slow
+def test_progress_in_place_and_ctrl_c_in_a_terminal(tmp_path: Path, moto_server: str,
+                                                    config: Path) -> None:
+    """In a real terminal (tmux, 80 columns): the query's progress is one line rewritten in
+    place, never wider than the terminal; Ctrl-C stops the query and says so."""
+    import os
+    import shutil
+    import time
+
+    import boto3
+    import requests
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_server,
+           "ATHENA_WARM_ORIGIN": "athena",
+           "ATHENA_WARM_S3_STAGING_DIR": "s3://athena-results/staging/"}
+    boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server,
+                 aws_access_key_id="testing", aws_secret_access_key="testing"
+                 ).create_bucket(Bucket="athena-results")
+    requests.post(moto_server + "/moto-api/state-manager/set-transition", timeout=5,
+                  json={"model_name": "athena::execution",
+                        "transition": {"progression": "manual", "times": 10_000}})
+    script = tmp_path / "run.sh"
+    script.write_text(
+        "".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items() if k.startswith(
+            ("AWS_", "ATHENA_WARM_", "PATH", "HOME")))
+        + f"{sys.executable} -m athena_warm.cli --config {config} get customers C0001\n"
+        "echo EXIT=$?\nsleep 60\n")
+    session = f"aw{os.getpid()}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "20",
+                    f"bash {script}"], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True).stdout
+
+    try:
+        deadline = time.monotonic() + 60
+        while "s," not in screen() and " 2s" not in screen() and "3s" not in screen():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.2)
+        shown = [ln for ln in screen().splitlines() if ln.strip()]
+        progress = [ln for ln in shown if "customers: query" in ln]
+        assert len(progress) == 1, shown  # one line, rewritten in place
+        assert len(progress[0].rstrip()) <= 80
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        while "EXIT=" not in screen():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.2)
+        text = screen()
+        assert "EXIT=130" in text and "interrupted" in text and "was stopped" in text, text
+        assert "Traceback" not in text
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
