@@ -176,10 +176,16 @@ def test_an_l2_failure_while_publishing_is_served_and_the_lease_released(
     assert tier.info("customers", a.declaration("customers").fingerprint) is None
 
 
-def test_an_expiry_redis_refuses_neither_fails_the_read_nor_keeps_the_lease(
+def test_the_longest_expiry_neither_fails_the_read_nor_keeps_the_lease(
         clocks: Clocks, redis_url: str) -> None:
-    declare_table(max_stale=f"{10**9}w")  # ttl + max_stale far past what Redis accepts
+    """A declaration refuses durations over ten years; the longest it accepts (twenty years of
+    ttl + max_stale) is stored, and a longer expiry given to the tier is clamped, not refused."""
+    declare_table(ttl="3650d", max_stale="3650d")
     tier = RedisL2(redis_url)
+    gen = tier.generation("clamped")
+    assert gen is not None
+    assert tier.write("clamped", "f" * 16, b"x", ttl=1e15, created_at=1.0, generation=gen[0],
+                      token=None) == "written"  # ~31 million years: clamped to Redis's limit
     a = container(clocks, tier, TableOrigin(Table()))
     assert len(a.get("customers")) == 3
     assert tier.info("customers", a.declaration("customers").fingerprint) is None
