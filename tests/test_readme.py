@@ -78,3 +78,10 @@ def test_the_toml_example_runs_as_written(demo_data: Path, tmp_path: Path) -> No
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(expected(demo_data, customer))
+
+
+def test_the_readmes_links_lead_somewhere() -> None:
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
+        if target.startswith(("http://", "https://")):
+            continue
+        assert (ROOT / target).exists(), target
