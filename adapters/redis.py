@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from .._config import parse_bytes, resolve, resolve_flag, resolve_seconds
-from .._events import emit, l2_corrupt
+from .._events import brief, emit, l2_corrupt
 from ..exceptions import ConfigurationError, L2Error
 from ..l2 import (
     MAX_CHUNKS,
@@ -213,14 +213,13 @@ class RedisL2:
                 return default
             if _is_refusal(exc):  # the server answered: no outage, keep using it
                 emit(logging.WARNING, "l2_error",
-                     "athena-warm L2 %s of %s was refused (%s: %s)", what,
-                     mapping, type(exc).__name__, exc,
+                     "athena-warm L2 %s of %s was refused (%s)", what, mapping, brief(exc),
                      extra={"mapping": mapping, "tier": "l2"})
                 return default
             self.breaker.failure()
             emit(logging.WARNING, "l2_error",
-                "athena-warm L2 %s of %s failed (%s: %s); serving from L1/origin, and skipping "
-                "L2 for %.0f s", what, mapping, type(exc).__name__, exc, self.reset_window,
+                "athena-warm L2 %s of %s failed (%s); serving from L1/origin, and skipping "
+                "L2 for %.0f s", what, mapping, brief(exc), self.reset_window,
                 extra={"mapping": mapping, "tier": "l2"},
             )
             return default

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from .._config import resolve, resolve_seconds
-from .._events import emit
+from .._events import brief, emit
 from ..exceptions import ConfigurationError, L2Error
 from ..l2 import (
     MAX_CHUNKS,
@@ -134,8 +134,7 @@ class S3Tier:
             if outage:
                 self.breaker.failure()
             emit(logging.WARNING, "l2_error",
-                 "athena-warm L2 (S3) %s of %s failed (%s: %s)%s", what, mapping,
-                 type(exc).__name__, exc,
+                 "athena-warm L2 (S3) %s of %s failed (%s)%s", what, mapping, brief(exc),
                  f"; skipping S3 for {self.reset_window:.0f} s" if outage else
                  " (refused: check the function's s3:GetObject/PutObject on "
                  f"s3://{self.bucket}/{self.prefix})",

@@ -305,9 +305,9 @@ class Cache:
         entry = self.refresher.query_now(decl, number=current.number + 1, epoch=current.epoch)
         if not self.refresher.publish(decl, entry, current):
             raise L2Error(
-                f"could not publish the new copy of {name!r} to L2 (unreachable, or invalidated "
-                "meanwhile): the generation was NOT bumped, containers keep the old copy; run "
-                "it again"
+                f"could not publish the new copy of {name!r} to L2 (refused, unreachable, or "
+                "invalidated meanwhile: the log says which): the generation was NOT bumped, "
+                "containers keep the old copy; run it again"
             )
         gen = self.shared.bump(name, hard=hard)
         self.pinned.pop(name, None)

@@ -54,8 +54,21 @@ def emit(level: int, event: EventName, msg: str, *args: Any, extra: dict[str, An
     extra = {**extra, "event": event}
     if log.isEnabledFor(level):
         log.log(level, msg, *args, extra=extra, stacklevel=2)
-    for listener in listeners:
-        listener(extra)
+    if listeners:
+        try:
+            told = {**extra, "message": msg % args if args else msg}
+        except (TypeError, ValueError):
+            told = extra
+        for listener in listeners:
+            listener(told)
+
+
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one printable line of at most ``limit`` characters: a server's
+    error may quote what it was sent (a binary payload), which no log line should carry."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def l2_corrupt(mapping: str, reason: str) -> None:

@@ -32,7 +32,7 @@ from ._codec import (
     encode,
     read_header,
 )
-from ._events import emit, l2_corrupt, listeners
+from ._events import brief, emit, l2_corrupt, listeners
 from ._view import MappingView
 from .l2 import CLAIM_SUFFIX, Generation, Lease, SharedTier, WriteOutcome, chunks_for
 
@@ -120,8 +120,8 @@ class SharedCopies:
             return fn()
         except Exception as exc:  # a tier's bug or a value it could not parse: a miss
             emit(logging.WARNING, "l2_error",
-                 "athena-warm L2 %s of %s failed (%s: %s); treating it as a miss", what,
-                 mapping, type(exc).__name__, exc,
+                 "athena-warm L2 %s of %s failed (%s); treating it as a miss", what,
+                 mapping, brief(exc),
                  extra={"mapping": mapping, "tier": "l2"})
             return default
 

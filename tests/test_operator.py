@@ -176,3 +176,25 @@ def test_ctrl_c_stops_the_running_athena_query(env: dict[str, str], moto_server:
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     state = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
     assert state["Status"]["State"] == "CANCELLED"
+
+
+def test_a_refused_publish_says_why_in_one_printable_line(env: dict[str, str],
+                                                          own_server: Any) -> None:
+    """A user that may read but not write (NOPERM on SET): invalidate --refresh says that L2
+    refused it, and nothing it prints quotes the binary payload."""
+    admin = own_server.client()
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~athena-warm:*",
+                          "resetchannels", "-@all", "+@connection", "+get", "+mget", "+getrange",
+                          "+hmget", "+hset", "+hincrby", "+eval", "+evalsha", "+info", "+type",
+                          "+pttl", "+incr", "+del", "+pexpire")
+    reader = {**env, "ATHENA_WARM_REDIS_URL":
+              f"redis://reader:pw@127.0.0.1:{own_server.port}/0"}
+    r = cli(reader, "invalidate", "--refresh", "customers")
+    assert r.returncode == 1, r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "NOT bumped" in last and "L2 said" in last and "permission" in last.lower(), last
+    assert "Traceback" not in r.stderr
+    assert all(c.isprintable() or c in "\n\t" for c in r.stderr), r.stderr
+    assert "\\x" not in r.stderr and len(max(r.stderr.splitlines(), key=len)) < 600
+    r = cli(reader, "warm", "customers")
+    assert r.returncode == 1 and "NO:" in r.stdout, r.stdout + r.stderr
