@@ -1,4 +1,4 @@
-"""``athena-warm demo``: the seed document's trick, done by athena-warm, on a laptop.
+"""``athena-warm demo``: the hand-written global-dict trick, done by athena-warm, on a laptop.
 
 Writes a customer mapping table (200,000 rows, fixed seed) as Parquet, declares it, and runs an
 example handler through a sequence of invocations in two separate processes: two Lambda

@@ -13,7 +13,7 @@ sleep (Athena's minutes, scaled down with the TTL). Three ways to cache it:
 
   athena-warm   L1 + L2 (Redis) + a fleet lease: one refresher, everyone else serves the
                 stale copy (TTL jitter 10%)
-  naive         the seed document's module-global dict with a TTL, one per container
+  naive         the hand-written module-global dict with a TTL, one per container
   dogpile       dogpile.cache's Redis backend with its distributed lock (the value lives only
                 in Redis: every invocation GETs and unpickles it)
 

@@ -1,4 +1,4 @@
-"""The seed document's example: a module-global counter survives between invocations of one
+"""The classic example: a module-global counter survives between invocations of one
 warm container (Lambda's freeze/thaw), and starts again at 1 in every new container."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ CUSTOMERS = Mapping(
 # In the init phase: L2's copy if there is one, else the origin within 8 s; never fails the init.
 prewarm(CUSTOMERS, logger=logger)
 
-EXECUTIONS = 0  # the seed document's counter: invocations served by this container
+EXECUTIONS = 0  # an execution counter (a module global): invocations served by this container
 
 
 @logger.inject_lambda_context
