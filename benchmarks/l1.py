@@ -50,7 +50,7 @@ def main() -> None:
     whole = cachetools.TTLCache(maxsize=1, ttl=3600)
     whole["customer_mapping"] = plain
 
-    # The seed document's pattern: a module-global dict and a TTL check on every use.
+    # The hand-written pattern: a module-global dict and a TTL check on every use.
     seed_state = {"data": plain, "loaded": time.time()}
 
     def seed_lookup(k: str, _s: dict[str, Any] = seed_state, _time: Any = time.time) -> Any:
