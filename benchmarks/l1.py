@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 import timeit
 import types
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import scratch
 
 import athena_warm
 from athena_warm._demo import declare, write_sample_data
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
+    root = scratch("athena-warm-bench-")
     write_sample_data(root, args.rows)
     declare()
     cache = athena_warm.configure(origin=f"duckdb:{root}")

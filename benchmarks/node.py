@@ -23,12 +23,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import ROOT, redis_url
+from _common import ROOT, redis_url, scratch
 
 
 def worker(opts: dict[str, Any]) -> None:
@@ -94,7 +92,7 @@ def run(url: str, lake: str, *, processes: int, delay: float, redis: bool,
     admin = redis_py.Redis.from_url(url)
     for k in ("bench:queries", "bench:l2reads", "bench:ready", "bench:go"):
         admin.delete(k)
-    folder = tempfile.mkdtemp(prefix="athena-warm-node-") + "/tmp" if node else None
+    folder = str(scratch("athena-warm-node-")) + "/tmp" if node else None
     opts = {"url": url, "lake": lake, "delay": delay, "redis": redis, "node": folder}
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(opts)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -125,7 +123,7 @@ def main() -> None:
         return
     from athena_warm._demo import write_sample_data
 
-    lake = Path(tempfile.mkdtemp(prefix="athena-warm-lake-"))
+    lake = scratch("athena-warm-lake-")
     write_sample_data(lake, args.rows)
     print(f"{args.processes} processes sharing one tmp directory, {args.rows:,} rows, origin "
           f"{args.delay} s\n")

@@ -20,13 +20,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT
+from _common import ROOT, scratch
 
 REGION = "us-east-1"
 STAGING = "s3://athena-results/bench/"
@@ -53,7 +52,7 @@ def setup(rows: int) -> tuple[Any, Callable[[], dict[str, Any]]]:
     from athena_warm._demo import write_sample_data
     from tests.athena_double import AthenaDouble
 
-    lake = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
+    lake = scratch("athena-warm-bench-")
     write_sample_data(lake, rows)
     session = boto3.Session(region_name=REGION)
     s3 = session.client("s3")

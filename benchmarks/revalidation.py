@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from _common import ROOT  # noqa: F401  (puts the checkout on sys.path)
+from _common import scratch  # (importing _common puts the checkout on sys.path)
 
 REGION = "us-east-1"
 TTL = 3600.0
@@ -48,7 +46,7 @@ def run(policy: str, *, days: int, containers: int, rows: int) -> dict[str, Any]
                  "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         os.environ[k] = v
     with mock_aws():
-        lake = Path(tempfile.mkdtemp(prefix="athena-warm-bench-"))
+        lake = scratch("athena-warm-bench-")
         write_sample_data(lake, rows)
         s3, glue = boto3.client("s3", region_name=REGION), boto3.client("glue", region_name=REGION)
         s3.create_bucket(Bucket="athena-results")

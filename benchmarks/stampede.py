@@ -27,12 +27,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, redis_url
+from _common import ROOT, redis_url, scratch
 
 MAPPING = "customer_mapping"
 SQL = "SELECT customer_id, account_id FROM customer_mapping WHERE active"
@@ -160,7 +159,7 @@ def main() -> None:
         return
     from athena_warm._demo import write_sample_data
 
-    lake = Path(tempfile.mkdtemp(prefix="athena-warm-stampede-"))
+    lake = scratch("athena-warm-stampede-")
     write_sample_data(lake, args.rows)
     with redis_url(args.url) as url:
         results = [run(m, args, url, str(lake)) for m in args.modes.split(",")]

@@ -25,11 +25,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
-from _common import ROOT, demo_rows, redis_url
+from _common import ROOT, demo_rows, redis_url, scratch
 
 BUCKET = "athena-warm-bench"
 
@@ -115,7 +114,7 @@ def main() -> None:
         with redis_url(args.url) as url:
             makers = {"redis": lambda: RedisL2(url),
                       "s3": lambda: S3Tier(f"s3://{BUCKET}/bench"),
-                      "node": lambda: FileTier(tempfile.mkdtemp() + "/node")}
+                      "node": lambda: FileTier(str(scratch("athena-warm-node-")) + "/node")}
             for name, make in makers.items():
                 tier = make()
                 athena_warm.declarations.unregister(decl.name)
