@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,78 @@ def test_the_s3_shared_tier_is_private_and_least_privilege() -> None:
         assert "ATHENA_WARM_S3_URL" in props["Environment"]["Variables"]
         assert {"Fn::If": ["S3TierOn", {"Ref": "SharedTierPolicy"}, {"Ref": "AWS::NoValue"}]} \
             in props["Policies"]
+
+
+def translated(template: dict[str, Any], tmp_path: Path, name: str) -> Path:
+    """The template as CloudFormation: SAM's own translator (code URIs as `sam package` makes
+    them), written as JSON for cfn-lint."""
+    import json
+
+    from samtranslator.translator.transform import transform
+
+    doc = json.loads(json.dumps(template, default=str))
+    for resource in doc["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://packaged/{props[key].strip('/')}.zip"
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    out = transform(doc, {"ResultsBucket": "results", "DataBucket": "data"},
+                    NoManagedPolicies())
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(out, default=str, indent=1))
+    return path
+
+
+def lint(path: Path) -> subprocess.CompletedProcess[str]:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    return subprocess.run([str(cfn_lint), "--", str(path)], capture_output=True, text=True)
+
+
+def test_the_translated_template_lints_clean_and_catches_iam_typos(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cfn-lint on the SAM template misses a typo in an IAM action; on SAM's translation it
+    does not. So the translation is linted too, and a planted typo proves it."""
+    from cfnlint.decode import decode
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator's pseudo-parameters
+    template, problems = decode(str(DEPLOY / "template.yaml"))
+    assert not problems and template is not None
+    r = lint(translated(template, tmp_path, "stack"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((DEPLOY / "template.yaml").read_text().replace(
+        "athena:GetQueryResults", "athena:GetQueryResult"))
+    assert lint(typo).returncode == 0  # the SAM template's lint does not see it
+    planted, problems = decode(str(typo))
+    assert planted is not None
+    r = lint(translated(planted, tmp_path, "typo"))
+    assert r.returncode != 0 and "getqueryresult" in r.stdout, r.stdout
+
+
+def test_logs_are_kept_for_a_while_and_the_counter_carries_nothing_it_does_not_use() -> None:
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(DEPLOY / "template.yaml"))
+    assert not problems and template is not None
+    params, res = template["Parameters"], template["Resources"]
+    assert params["LogRetentionDays"]["Default"] == 30
+    for fn, group in (("CustomerLookupFunction", "CustomerLookupLogGroup"),
+                      ("CounterFunction", "CounterLogGroup"),
+                      ("AutoInvalidateFunction", "AutoInvalidateLogGroup")):
+        assert res[fn]["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": group}}
+        assert res[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    glob = template["Globals"]["Function"]
+    assert glob["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert "Layers" not in glob and "Tracing" not in glob
+    counter = res["CounterFunction"]["Properties"]
+    assert "Layers" not in counter and "Tracing" not in counter  # plain Python, no X-Ray
+    assert (DEPLOY / "functions" / "counter.py").read_text().count("import athena_warm") == 0
+    reader = res["MappingReaderPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    listing = [st for st in reader if st["Action"] == "s3:ListBucket"]
+    assert len(listing) == 2 and all("s3:prefix" in st["Condition"]["StringLike"]
+                                     for st in listing)
