@@ -83,8 +83,9 @@ def test_the_auto_invalidation_function_is_off_by_default_and_least_privilege() 
     assert pattern["source"] == ["aws.glue"]
     assert pattern["detail-type"] == ["Glue Data Catalog Table State Change"]
     assert set(pattern["detail"]) == {"databaseName", "tableName"}  # only this table's events
-    # the same policy as the function that reads the mapping: nothing more
-    assert props["Policies"] == res["CustomerLookupFunction"]["Properties"]["Policies"]
+    # the same role as the function that reads the mapping: nothing more
+    assert props["Role"] == res["CustomerLookupFunction"]["Properties"]["Role"] == {
+        "Fn::GetAtt": ["MappingReaderRole", "Arn"]}
     doc = res["MappingReaderPolicy"]["Properties"]["PolicyDocument"]
     assert doc["Version"] == "2012-10-17"
     actions = {a for s in doc["Statement"] for a in (
@@ -114,8 +115,8 @@ def test_the_s3_shared_tier_is_private_and_least_privilege() -> None:
     for fn in ("CustomerLookupFunction", "AutoInvalidateFunction"):
         props = res[fn]["Properties"]
         assert "ATHENA_WARM_S3_URL" in props["Environment"]["Variables"]
-        assert {"Fn::If": ["S3TierOn", {"Ref": "SharedTierPolicy"}, {"Ref": "AWS::NoValue"}]} \
-            in props["Policies"]
+    arns = res["MappingReaderRole"]["Properties"]["ManagedPolicyArns"]
+    assert {"Fn::If": ["S3TierOn", {"Ref": "SharedTierPolicy"}, {"Ref": "AWS::NoValue"}]} in arns
 
 
 def translated(template: dict[str, Any], tmp_path: Path, name: str) -> Path:
@@ -191,3 +192,23 @@ def test_logs_are_kept_for_a_while_and_the_counter_carries_nothing_it_does_not_u
     listing = [st for st in reader if st["Action"] == "s3:ListBucket"]
     assert len(listing) == 2 and all("s3:prefix" in st["Condition"]["StringLike"]
                                      for st in listing)
+
+
+def test_network_interface_permissions_only_in_a_vpc(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWSLambdaVPCAccessExecutionRole (ENI permissions on *) only when SubnetIds are given:
+    SAM attaches it whenever a function has VpcConfig, even one that resolves to nothing."""
+    import json
+
+    from cfnlint.decode import decode
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    template, _ = decode(str(DEPLOY / "template.yaml"))
+    assert template is not None
+    out = json.loads(translated(template, tmp_path, "roles").read_text())
+    for name, resource in out["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for arn in resource["Properties"].get("ManagedPolicyArns", []):
+            if "AWSLambdaVPCAccessExecutionRole" in json.dumps(arn):
+                assert isinstance(arn, dict) and arn["Fn::If"][0] == "InVpc", (name, arn)
